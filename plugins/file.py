@@ -1,0 +1,197 @@
+"""Local files: ``file://`` (and plain paths), ``symlink://`` and ``moveto://``.
+
+``file`` reads with reused buffers and hashes on a second thread
+(:mod:`._pump`). ``symlink`` and ``moveto`` destinations are made by the
+engine with :func:`make_symlink` and :func:`move`, both atomic (a link or file
+under a temporary name, then ``rename``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+
+from .errors import (
+    IncompleteTransfer,
+    NotFound,
+    PermanentError,
+    PermissionDenied,
+    TransferError,
+    TransientError,
+)
+from .protocol import Capability, Protocol, ProtocolInfo, Sink, Source, Stat
+from .spec import hookimpl
+from .url import URL
+
+__all__ = ["FileProtocol", "map_os_exceptions", "make_symlink", "move", "part_name"]
+
+_LOCAL_CAPS = frozenset(
+    {Capability.GET, Capability.PUT, Capability.STAT, Capability.MKDIR, Capability.REMOVE}
+)
+
+
+@hookimpl
+def ferry_protocols() -> list[ProtocolInfo]:
+    return [
+        ProtocolInfo(
+            name="file",
+            schemes=("file",),
+            capabilities=_LOCAL_CAPS,
+            implementation="ferry.plugins.file:FileProtocol",
+            description="local files and plain paths",
+        ),
+        ProtocolInfo(
+            name="symlink",
+            schemes=("symlink", "moveto"),
+            capabilities=_LOCAL_CAPS,
+            implementation="ferry.plugins.file:FileProtocol",
+            description="symbolic links (and moves) on this machine, as pegasus-transfer makes them",
+        ),
+    ]
+
+
+_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
+_TRANSIENT = {errno.EIO, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE, errno.EBUSY}
+
+
+@contextlib.contextmanager
+def map_os_exceptions(url: URL | str, what: str) -> Iterator[None]:
+    """Turn OSError into the ferry error tree, naming the path and the cause."""
+    try:
+        yield
+    except TransferError:
+        raise
+    except OSError as exc:
+        cause = exc.strerror or str(exc)
+        where = exc.filename if exc.filename else str(url)
+        msg = f"cannot {what} {where}: {cause}"
+        if exc.errno == errno.ENOENT:
+            raise NotFound(msg, url=str(url), plugin="file") from exc
+        if exc.errno in _PERMISSION:
+            raise PermissionDenied(msg, url=str(url), plugin="file") from exc
+        if exc.errno in _TRANSIENT:
+            raise TransientError(msg, url=str(url), plugin="file") from exc
+        raise PermanentError(msg, url=str(url), plugin="file") from exc
+
+
+def part_name(path: str) -> str:
+    """A unique temporary name beside ``path``, renamed onto it on success."""
+    return f"{path}.ferry-part-{secrets.token_hex(4)}"
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+class FileProtocol(Protocol):
+    """Local files. Also serves symlink:// and moveto:// reads (their path is a file)."""
+
+    name = "file"
+    schemes = ("file", "symlink", "moveto")
+
+    def __repr__(self) -> str:
+        return "FileProtocol()"
+
+    def get(self, url: URL, sink: Sink, progress: Callable[[int], None] | None = None) -> None:
+        path = url.local_path
+        with map_os_exceptions(url, "read"):
+            if os.path.isdir(path):
+                raise PermanentError(f"cannot read {path}: is a directory", url=str(url))
+            with open(path, "rb", buffering=0) as f:
+                before = os.fstat(f.fileno())
+                sink.set_size(before.st_size)
+                if sink.offset:
+                    f.seek(sink.offset)
+                sink.copy_from(f, progress=progress)
+                after = os.fstat(f.fileno())
+        if (
+            sink.offset != before.st_size
+            or after.st_size != before.st_size
+            or after.st_mtime_ns != before.st_mtime_ns
+        ):
+            raise IncompleteTransfer(
+                f"{path} changed while it was read (size {before.st_size} -> {after.st_size},"
+                f" {sink.offset} bytes read)",
+                url=str(url),
+                plugin="file",
+            )
+
+    def put(self, source: Source, url: URL, progress: Callable[[int], None] | None = None) -> None:
+        path = url.local_path
+        with map_os_exceptions(url, "write"):
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            tmp = part_name(path)
+            try:
+                with source.reader() as reader:
+                    sink = Sink(tmp)
+                    try:
+                        sink.copy_from(reader, progress=progress)  # type: ignore[arg-type]
+                    finally:
+                        sink.close()
+                source.verify()
+                os.replace(tmp, path)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+
+    def stat(self, url: URL) -> Stat:
+        with map_os_exceptions(url, "stat"):
+            st = os.stat(url.local_path)
+        return Stat(size=st.st_size, mtime=st.st_mtime, is_dir=os.path.isdir(url.local_path))
+
+    def mkdir(self, url: URL) -> None:
+        with map_os_exceptions(url, "create directory"):
+            os.makedirs(url.local_path, mode=0o755, exist_ok=True)
+
+    def remove(self, url: URL, recursive: bool = False) -> None:
+        path = url.local_path
+        with map_os_exceptions(url, "remove"):
+            if os.path.isdir(path) and not os.path.islink(path):
+                if recursive:
+                    shutil.rmtree(path)
+                else:
+                    os.rmdir(path)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+
+def make_symlink(target: str, link_path: str, *, verify_source: bool = True) -> None:
+    """``ln -f -s target link_path``, atomically (link under a temp name, then rename)."""
+    with map_os_exceptions(f"symlink://{link_path}", "symlink"):
+        if verify_source and not os.path.exists(target):
+            raise NotFound(f"cannot link to {target}: no such file", url=f"file://{target}")
+        os.makedirs(os.path.dirname(link_path) or ".", exist_ok=True)
+        if os.path.islink(link_path) and os.readlink(link_path) == target:
+            return
+        tmp = part_name(link_path)
+        os.symlink(target, tmp)
+        try:
+            os.replace(tmp, link_path)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+
+def move(src: str, dst: str) -> None:
+    """``mv src dst``: a rename when both are on one filesystem, else copy then remove."""
+    with map_os_exceptions(f"moveto://{dst}", "move to"):
+        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+        try:
+            os.replace(src, dst)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            tmp = part_name(dst)
+            try:
+                shutil.copy2(src, tmp)
+                os.replace(tmp, dst)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+            os.unlink(src)

@@ -1,0 +1,350 @@
+"""What a protocol plugin implements: a small class per protocol.
+
+A plugin's hook (:func:`ferry.plugins.spec.FerrySpec.ferry_protocols`) returns
+:class:`ProtocolInfo` records. They name the schemes and capabilities and
+*where* the implementation lives (``"package.module:Class"``), so listing
+plugins never imports a client library. The engine imports and builds the
+:class:`Protocol` only when a URL of its scheme shows up.
+
+Bytes move through two engine-owned objects:
+
+* :class:`Sink` - where a ``get`` writes. It hashes (sha256) while it writes,
+  knows how many bytes it holds (``offset``, for resuming), and is committed
+  by the engine only after the sum is checked.
+* :class:`Source` - what a ``put`` reads. Reading it hashes the bytes; a
+  plugin calls :meth:`Source.verify` just before it makes the upload visible
+  (rename, MOVE, complete-multipart) so a mismatch never becomes visible.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, BinaryIO, ClassVar
+
+from .errors import IncompleteTransfer, IntegrityError, UnsupportedScheme
+
+if TYPE_CHECKING:
+    from .url import URL
+
+__all__ = [
+    "Capability",
+    "Protocol",
+    "ProtocolContext",
+    "ProtocolInfo",
+    "Sink",
+    "Source",
+    "Stat",
+    "format_sha256",
+]
+
+CHUNK = 1 << 20  # 1 MiB
+
+
+class Capability(str, enum.Enum):
+    """What a protocol can do. The engine plans routes from these."""
+
+    GET = "get"
+    PUT = "put"
+    COPY = "third-party-copy"
+    STAT = "stat"
+    MKDIR = "mkdir"
+    REMOVE = "remove"
+    CHECKSUM = "checksum"
+    RESUME = "resume"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Stat:
+    """What ``stat`` knows about an object. ``checksums`` maps ``"sha256"`` to hex."""
+
+    size: int | None = None
+    mtime: float | None = None
+    is_dir: bool = False
+    checksums: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProtocolInfo:
+    """A protocol as a plugin declares it, without importing its library.
+
+    ``implementation`` is ``"module:Class"``; ``requires`` lists the modules the
+    implementation imports (checked with ``importlib.util.find_spec``, which
+    does not import them) and ``extra`` the pip extra that brings them.
+    """
+
+    name: str
+    schemes: tuple[str, ...]
+    capabilities: frozenset[Capability]
+    implementation: str
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+    description: str = ""
+
+
+@dataclass
+class ProtocolContext:
+    """What the engine hands a protocol when it builds one."""
+
+    #: transfers that may run at once (size connection pools by it)
+    concurrency: int = 8
+    #: per-request timeout in seconds for network protocols
+    timeout: float = 60.0
+    #: path of the credentials file, if any (see docs/credentials.md)
+    credentials_file: str | None = None
+    #: free-form per-plugin settings from the command line or job spec
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+def format_sha256(hexdigest: str) -> str:
+    return f"sha256:{hexdigest}"
+
+
+class Sink:
+    """An open local file that a ``get`` writes into, hashing as it goes.
+
+    The engine creates it on a temporary path and commits it (atomic rename)
+    only after the size and sha256 are checked. ``offset`` is the number of
+    bytes already held: a protocol that resumes asks the server for the rest
+    from there (the hash simply continues).
+    """
+
+    def __init__(self, path: str, *, expected_size: int | None = None) -> None:
+        self.path = path
+        self.expected_size = expected_size
+        self._hash = hashlib.sha256()
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._file: BinaryIO = os.fdopen(self._fd, "wb", buffering=0)
+        self.offset = 0
+        self.restarts = 0
+
+    def set_size(self, size: int | None) -> None:
+        """Tell the sink how many bytes to expect (from Content-Length, stat, ...)."""
+        if size is not None:
+            self.expected_size = size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        self._hash.update(view)
+        n = 0
+        while n < len(view):
+            n += self._file.write(view[n:])  # type: ignore[arg-type]
+        self.offset += len(view)
+
+    def reset(self) -> None:
+        """Start over from byte 0 (a protocol that could not resume)."""
+        self._file.seek(0)
+        self._file.truncate(0)
+        self._hash = hashlib.sha256()
+        self.offset = 0
+        self.restarts += 1
+
+    def copy_from(self, src: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
+        """Fast path for local sources: pump ``src`` into the sink.
+
+        Reads into reused buffers and hashes in a second thread while this one
+        writes, so a 2-core node hashes and copies at the same time.
+        """
+        from ._pump import pump
+
+        self.offset += pump(src, self._file, self._hash, progress=progress)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def fsync(self) -> None:
+        os.fsync(self._file.fileno())
+
+
+class Source:
+    """A local file that a ``put`` reads; reading it computes its sha256.
+
+    ``size`` is known before the first byte is read. A protocol either reads
+    it as a file object (:meth:`reader`), or in chunks (:meth:`chunks`), then
+    calls :meth:`verify` right before it makes the object visible.
+    """
+
+    def __init__(self, path: str, *, expected_sha256: str | None = None) -> None:
+        self.path = path
+        self.expected_sha256 = expected_sha256
+        st = os.stat(path)
+        self.size = st.st_size
+        self._mtime_ns = st.st_mtime_ns
+        self._hash = hashlib.sha256()
+        self.bytes_read = 0
+
+    def reset(self) -> None:
+        """Forget what was read (the protocol starts the upload over)."""
+        self._hash = hashlib.sha256()
+        self.bytes_read = 0
+
+    def reader(self) -> BinaryIO:
+        """A file object whose reads are hashed; seeking back resets the hash."""
+        return _HashingReader(self)
+
+    def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
+        self.reset()
+        with open(self.path, "rb") as f:
+            while True:
+                data = f.read(size)
+                if not data:
+                    break
+                self._account(data)
+                yield data
+
+    def _account(self, data: bytes | memoryview) -> None:
+        self._hash.update(data)
+        self.bytes_read += len(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def verify(self) -> str:
+        """Check what was read: the whole file, unchanged, with the expected sum.
+
+        Returns the sha256 hex. Raises :class:`IncompleteTransfer` when the file
+        changed while it was read, :class:`IntegrityError` on a sum mismatch.
+        """
+        if self.bytes_read != self.size:
+            raise IncompleteTransfer(
+                f"{self.path}: read {self.bytes_read} bytes, expected {self.size}"
+                " (file changed while it was read)"
+            )
+        actual = self._hash.hexdigest()
+        st = os.stat(self.path)
+        if st.st_size != self.size or st.st_mtime_ns != self._mtime_ns:
+            raise IncompleteTransfer(f"{self.path}: file changed while it was read")
+        if self.expected_sha256 and actual != self.expected_sha256:
+            raise IntegrityError(
+                f"{self.path}: sha256 {actual} does not match the expected {self.expected_sha256}",
+                expected=self.expected_sha256,
+                actual=actual,
+            )
+        return actual
+
+
+class _HashingReader:
+    """File object over a :class:`Source` that hashes what is read."""
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self._f = open(source.path, "rb")  # noqa: SIM115
+        source.reset()
+        self.mode = "rb"
+        self.name = source.path
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._source._account(data)
+        return data
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        n = self._f.readinto(buf)
+        if n:
+            self._source._account(memoryview(buf)[:n])
+        return n or 0
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        new = self._f.seek(pos, whence)
+        if new == 0:
+            self._source.reset()
+        elif new != self._source.bytes_read:
+            # parallel parts would need a hash per part; read sequentially instead
+            raise OSError("ferry Source reader supports sequential reads only")
+        return new
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._f.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._f.closed
+
+    def __enter__(self) -> _HashingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self._source.size
+
+
+class Protocol(ABC):
+    """Base class of a protocol implementation.
+
+    Override what the :class:`ProtocolInfo` declares; everything else raises
+    :class:`UnsupportedScheme`. Methods get parsed :class:`URL` objects and
+    must raise the classes of :mod:`ferry.plugins.errors`, mapped once from the
+    library's own exceptions. Implementations must be thread-safe: the engine
+    calls one instance from many threads.
+    """
+
+    name: ClassVar[str] = ""
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, context: ProtocolContext | None = None) -> None:
+        self.context = context or ProtocolContext()
+
+    def _unsupported(self, what: str, url: URL) -> UnsupportedScheme:
+        return UnsupportedScheme(
+            f"{self.name} cannot {what} {url.scheme}:// URLs", url=str(url), plugin=self.name
+        )
+
+    def get(self, url: URL, sink: Sink, progress: Callable[[int], None] | None = None) -> None:
+        """Write the object's bytes into ``sink``; resume from ``sink.offset`` if not 0."""
+        raise self._unsupported("get", url)
+
+    def put(self, source: Source, url: URL, progress: Callable[[int], None] | None = None) -> None:
+        """Store ``source`` at ``url``; call ``source.verify()`` before making it visible.
+
+        Parent directories must be created as needed.
+        """
+        raise self._unsupported("put", url)
+
+    def copy(self, src: URL, dst: URL, expected_sha256: str | None = None) -> Stat:
+        """Third-party copy inside the service; return the new object's stat."""
+        raise self._unsupported("copy", src)
+
+    def stat(self, url: URL) -> Stat:
+        raise self._unsupported("stat", url)
+
+    def mkdir(self, url: URL) -> None:
+        """Create the directory and its parents; an existing one is fine."""
+        raise self._unsupported("mkdir", url)
+
+    def remove(self, url: URL, recursive: bool = False) -> None:
+        """Remove the object; a missing one is fine."""
+        raise self._unsupported("remove", url)
+
+    def checksum(self, url: URL) -> str | None:
+        """The object's sha256 hex if the service knows it without reading, else None."""
+        return None
+
+    def close(self) -> None:
+        """Release connections."""
+
+    @abstractmethod
+    def __repr__(self) -> str: ...

@@ -1,0 +1,218 @@
+"""Find protocol plugins, tell which work, and build protocols on first use.
+
+Plugins come from the ``ferry`` entry-point group (built-in ones too) and from
+objects passed in by the caller (tests, embedding applications). A plugin that
+fails to import, or whose hook raises, is recorded with the reason and skipped:
+the others keep working. A protocol whose library is missing stays listed as
+unavailable, and only URLs of its schemes fail, with an install hint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import threading
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+import pluggy
+
+from .errors import PluginError, PluginUnavailable, UnsupportedScheme
+from .protocol import Capability, Protocol, ProtocolContext, ProtocolInfo
+from .spec import PROJECT, FerrySpec
+
+__all__ = ["LoadFailure", "ProtocolEntry", "Registry"]
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """A plugin that could not be loaded, and why."""
+
+    plugin: str
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProtocolEntry:
+    """A declared protocol, with the plugin that declared it and whether it can run here."""
+
+    plugin: str
+    distribution: str
+    info: ProtocolInfo
+    unavailable: str | None  # None when usable, else the reason
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable is None
+
+
+def _missing_modules(info: ProtocolInfo) -> list[str]:
+    missing = []
+    for mod in info.requires:
+        try:
+            found = importlib.util.find_spec(mod) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(mod)
+    return missing
+
+
+class Registry:
+    """The protocols ferry can use in this process."""
+
+    def __init__(
+        self,
+        context: ProtocolContext | None = None,
+        *,
+        plugins: dict[str, object] | None = None,
+        load_entrypoints: bool = True,
+    ) -> None:
+        self.context = context or ProtocolContext()
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(FerrySpec)
+        self.failures: list[LoadFailure] = []
+        self._dists: dict[str, str] = {}
+        if load_entrypoints:
+            self._load_entrypoints()
+        for name, plugin in (plugins or {}).items():
+            self.register(plugin, name)
+        self._entries: list[ProtocolEntry] | None = None
+        self._instances: dict[str, Protocol] = {}
+        self._lock = threading.Lock()
+
+    # -- discovery ---------------------------------------------------------
+
+    def _load_entrypoints(self) -> None:
+        for ep in entry_points(group=PROJECT):
+            if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
+                continue
+            dist = ep.dist.name if ep.dist is not None else "?"
+            try:
+                plugin = ep.load()
+                self.pm.register(plugin, name=ep.name)
+            except Exception as exc:  # a broken plugin must not stop the others
+                self.failures.append(
+                    LoadFailure(ep.name, f"{dist} ({ep.value})", f"{type(exc).__name__}: {exc}")
+                )
+                continue
+            self._dists[ep.name] = dist
+
+    def register(self, plugin: object, name: str) -> None:
+        """Register a plugin object (module or instance with hook implementations)."""
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:
+            self.failures.append(LoadFailure(name, "registered in code", str(exc)))
+            return
+        self._dists[name] = "(in process)"
+        self._entries = None
+
+    def entries(self) -> list[ProtocolEntry]:
+        """Every declared protocol, in registration order."""
+        if self._entries is not None:
+            return self._entries
+        entries: list[ProtocolEntry] = []
+        for impl in self.pm.hook.ferry_protocols.get_hookimpls():
+            name = impl.plugin_name
+            try:
+                infos = impl.function()
+                infos = list(infos or [])
+                for info in infos:
+                    if not isinstance(info, ProtocolInfo):
+                        raise PluginError(f"returned {type(info).__name__}, not ProtocolInfo")
+            except Exception as exc:
+                self.failures.append(
+                    LoadFailure(name, self._dists.get(name, "?"), f"ferry_protocols(): {exc}")
+                )
+                continue
+            for info in infos:
+                missing = _missing_modules(info)
+                reason = None
+                if missing:
+                    hint = f"pip install 'ferry[{info.extra}]'" if info.extra else "install it"
+                    reason = f"{', '.join(missing)} is not installed ({hint})"
+                entries.append(ProtocolEntry(name, self._dists.get(name, "?"), info, reason))
+        # hookimpls come last-registered first; show (and prefer) registration order
+        entries.reverse()
+        self._entries = entries
+        return entries
+
+    def entry_for(self, scheme: str) -> ProtocolEntry:
+        """The protocol serving ``scheme``: the first available one declared."""
+        scheme = scheme.lower()
+        candidates = [e for e in self.entries() if scheme in e.info.schemes]
+        if not candidates:
+            known = sorted({s for e in self.entries() for s in e.info.schemes})
+            raise UnsupportedScheme(
+                f"no plugin serves {scheme}:// (known schemes: {', '.join(known)})"
+            )
+        for entry in candidates:
+            if entry.available:
+                return entry
+        entry = candidates[0]
+        raise PluginUnavailable(
+            f"{scheme}:// needs plugin {entry.plugin!r}: {entry.unavailable}", plugin=entry.plugin
+        )
+
+    def capabilities(self, scheme: str) -> frozenset[Capability]:
+        try:
+            return self.entry_for(scheme).info.capabilities
+        except (UnsupportedScheme, PluginUnavailable):
+            return frozenset()
+
+    def schemes(self) -> list[str]:
+        return sorted({s for e in self.entries() if e.available for s in e.info.schemes})
+
+    # -- instances ---------------------------------------------------------
+
+    def protocol(self, scheme: str) -> Protocol:
+        """The (shared, thread-safe) protocol instance for ``scheme``, built on first use."""
+        entry = self.entry_for(scheme)
+        key = entry.info.implementation
+        proto = self._instances.get(key)
+        if proto is not None:
+            return proto
+        with self._lock:
+            proto = self._instances.get(key)
+            if proto is None:
+                proto = self._build(entry)
+                self._instances[key] = proto
+        return proto
+
+    def _build(self, entry: ProtocolEntry) -> Protocol:
+        module_name, _, attr = entry.info.implementation.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            cls = getattr(module, attr)
+            proto = cls(self.context)
+        except ImportError as exc:
+            raise PluginUnavailable(
+                f"plugin {entry.plugin!r} cannot load {module_name}: {exc}", plugin=entry.plugin
+            ) from exc
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {entry.plugin!r} failed to start {entry.info.implementation}: {exc}",
+                plugin=entry.plugin,
+            ) from exc
+        if not isinstance(proto, Protocol):
+            raise PluginError(
+                f"{entry.info.implementation} is not a ferry Protocol", plugin=entry.plugin
+            )
+        return proto
+
+    def close(self) -> None:
+        with self._lock:
+            for proto in self._instances.values():
+                try:
+                    proto.close()
+                except Exception:  # closing is best effort
+                    pass
+            self._instances.clear()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
