@@ -1,2 +1,63 @@
-def main():
-    print("hi")
+"""The ``ferry`` command: one entry point, a subcommand per job.
+
+Subcommand modules are imported only when chosen, so ``ferry transfer`` on a
+compute node never pays for the planner's imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "transfer": (
+        "ferry.worker.transfer_cli",
+        "copy files between URLs (pegasus-transfer's JSON list, or SRC DEST)",
+    ),
+    "plugins": ("ferry.worker.plugins_cli", "list protocol plugins, their schemes and status"),
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ferry")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="ferry",
+        description="ferry: stage, verify, run and plan scientific workflow jobs.",
+        epilog="Run 'ferry COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"ferry {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            mod = importlib.import_module(module)
+            if getattr(mod, "DESCRIPTION", None):
+                p.description = mod.DESCRIPTION
+                p.epilog = getattr(mod, "EPILOG", None)
+                p.formatter_class = argparse.RawDescriptionHelpFormatter
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(args._run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

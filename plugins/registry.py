@@ -114,7 +114,8 @@ class Registry:
         if self._entries is not None:
             return self._entries
         entries: list[ProtocolEntry] = []
-        for impl in self.pm.hook.ferry_protocols.get_hookimpls():
+        # hookimpls come last-registered first; use (and prefer) registration order
+        for impl in reversed(self.pm.hook.ferry_protocols.get_hookimpls()):
             name = impl.plugin_name
             try:
                 infos = impl.function()
@@ -134,8 +135,6 @@ class Registry:
                     hint = f"pip install 'ferry[{info.extra}]'" if info.extra else "install it"
                     reason = f"{', '.join(missing)} is not installed ({hint})"
                 entries.append(ProtocolEntry(name, self._dists.get(name, "?"), info, reason))
-        # hookimpls come last-registered first; show (and prefer) registration order
-        entries.reverse()
         self._entries = entries
         return entries
 

@@ -1,0 +1,599 @@
+"""The transfer engine: parallel, retried, integrity-checked, atomic.
+
+For every :class:`~ferry.worker.request.TransferRequest` the engine
+
+1. walks the sources by priority (replica fallback); a permanent error
+   (404, permission denied, checksum mismatch) moves on to the next source and
+   that source is not tried again;
+2. repeats the walk, after an exponential backoff with jitter, while any
+   source failed transiently, up to ``max_attempts`` rounds;
+3. picks a route per (source, destination) pair:
+
+   ========================  ==================================================
+   ``symlink``               destination ``symlink://`` (or ``--symlink`` and
+                             both local): an atomic ``ln -sf``
+   ``move``                  destination ``moveto://``
+   ``download``              local destination: the source protocol's ``get``
+                             into a :class:`Sink` beside the destination
+   ``upload``                local source: the destination protocol's ``put``
+   ``third-party``           one protocol serves both and can copy server-side
+   ``two-stage``             anything else: ``get`` into a local temporary
+                             file, then ``put`` it
+   ========================  ==================================================
+
+4. checks the sha256 computed while the bytes streamed against the expected
+   one, and only then renames the temporary file onto the destination; a
+   failure leaves nothing at the destination.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferry.plugins.errors import (
+    FerryError,
+    IncompleteTransfer,
+    IntegrityError,
+    PermanentError,
+    PluginError,
+    ThrottledError,
+    TransferError,
+    TransientError,
+)
+from ferry.plugins.file import make_symlink, map_os_exceptions, move, part_name
+from ferry.plugins.protocol import Capability, Sink, Source
+from ferry.plugins.registry import Registry
+from ferry.plugins.url import URL, redact
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from .request import Endpoint, MkdirRequest, RemoveRequest, Request, TransferRequest
+
+__all__ = [
+    "AttemptRecord",
+    "Engine",
+    "Subscriber",
+    "TransferConfig",
+    "TransferResult",
+]
+
+
+@dataclass
+class TransferConfig:
+    """How the engine runs: concurrency, retries, backoff."""
+
+    #: transfers running at once
+    threads: int = 8
+    #: rounds over all sources before a transfer fails
+    max_attempts: int = 3
+    #: first backoff pause in seconds; doubles every round up to ``backoff_max``
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    #: random seconds (0..jitter) added to each pause
+    backoff_jitter: float = 1.0
+    #: link local->local instead of copying (pegasus-transfer ``--symlink``)
+    symlink: bool = False
+    #: where two-stage transfers keep their temporary file
+    tmpdir: str | None = None
+    #: called instead of time.sleep between rounds (tests)
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class AttemptRecord:
+    """One try of one source -> destination pair."""
+
+    attempt: int
+    source: str
+    dest: str
+    route: str
+    ok: bool
+    duration: float
+    bytes: int = 0
+    error: str | None = None
+    error_type: str | None = None
+    transient: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "attempt": self.attempt,
+            "source": self.source,
+            "dest": self.dest,
+            "route": self.route,
+            "ok": self.ok,
+            "duration": round(self.duration, 6),
+            "bytes": self.bytes,
+        }
+        if not self.ok:
+            data.update(error=self.error, error_type=self.error_type, transient=self.transient)
+        return data
+
+
+@dataclass
+class TransferResult:
+    """The outcome of one request."""
+
+    request: Request
+    ok: bool
+    kind: str = "transfer"
+    bytes: int = 0
+    sha256: str | None = None
+    duration: float = 0.0
+    route: str | None = None
+    source: str | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    error: str | None = None
+    error_type: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.request.label
+
+    @property
+    def retries(self) -> int:
+        """Tries beyond the first (failed sources and repeated rounds)."""
+        return max(0, len(self.attempts) - 1)
+
+    def to_json(self) -> dict[str, Any]:
+        req = self.request
+        data: dict[str, Any] = {"kind": self.kind, "ok": self.ok}
+        if isinstance(req, TransferRequest):
+            data.update(
+                lfn=req.lfn,
+                id=req.id,
+                dest=str(req.dest.url),
+                sources=[str(s.url) for s in req.ordered_sources()],
+                expected_sha256=req.sha256,
+            )
+        else:
+            data.update(id=req.id, target=str(req.target.url))
+        data.update(
+            source=self.source,
+            route=self.route,
+            bytes=self.bytes,
+            sha256=f"sha256:{self.sha256}" if self.sha256 else None,
+            duration=round(self.duration, 6),
+            retries=self.retries,
+            attempts=[a.to_json() for a in self.attempts],
+        )
+        if not self.ok:
+            data.update(error=self.error, error_type=self.error_type)
+        return data
+
+
+class Subscriber:
+    """Receives progress events; override what you need. Called from worker threads."""
+
+    def on_queued(self, request: Request, size: int | None) -> None:
+        pass
+
+    def on_progress(self, request: Request, nbytes: int) -> None:
+        """``nbytes`` may be negative when a restarted try rewinds."""
+
+    def on_attempt_failed(self, request: Request, record: AttemptRecord) -> None:
+        pass
+
+    def on_done(self, result: TransferResult) -> None:
+        pass
+
+
+class _AllSourcesFailed(Exception):
+    """One round over every source failed; ``transient`` says whether to go again."""
+
+    def __init__(self, last: FerryError, transient: bool, retry_after: float | None) -> None:
+        super().__init__(str(last))
+        self.last = last
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+class _Retryable(_AllSourcesFailed):
+    pass
+
+
+@dataclass
+class _Done:
+    bytes: int
+    sha256: str | None
+
+
+class Engine:
+    """Runs requests through the registry's protocols."""
+
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        config: TransferConfig | None = None,
+        subscribers: Sequence[Subscriber] = (),
+    ) -> None:
+        self.registry = registry or Registry()
+        self.config = config or TransferConfig()
+        self.subscribers = list(subscribers)
+        self._cancel = threading.Event()
+
+    # -- public ------------------------------------------------------------
+
+    def run(self, requests: Iterable[Request]) -> list[TransferResult]:
+        """Run every request; results come back in request order."""
+        reqs = list(requests)
+        order = {id(r): i for i, r in enumerate(reqs)}
+        results: list[TransferResult | None] = [None] * len(reqs)
+        mkdirs = [r for r in reqs if isinstance(r, MkdirRequest)]
+        transfers = [r for r in reqs if isinstance(r, TransferRequest)]
+        removes = [r for r in reqs if isinstance(r, RemoveRequest)]
+        for phase in (mkdirs, transfers, removes):
+            if not phase:
+                continue
+            for r in phase:
+                self._emit("on_queued", r, None)
+            workers = max(1, min(self.config.threads, len(phase)))
+            if workers == 1:
+                done = [self.run_one(r) for r in phase]
+            else:
+                with ThreadPoolExecutor(workers, thread_name_prefix="ferry-xfer") as pool:
+                    done = list(pool.map(self.run_one, phase))
+            for res in done:
+                results[order[id(res.request)]] = res
+        return [r for r in results if r is not None]
+
+    def cancel(self) -> None:
+        """Stop starting new tries (running ones finish their current byte stream)."""
+        self._cancel.set()
+
+    def run_one(self, request: Request) -> TransferResult:
+        start = time.monotonic()
+        if isinstance(request, TransferRequest):
+            result = self._transfer(request)
+        else:
+            result = self._simple(request)
+        result.duration = time.monotonic() - start
+        self._emit("on_done", result)
+        return result
+
+    # -- mkdir / remove ----------------------------------------------------
+
+    def _simple(self, request: MkdirRequest | RemoveRequest) -> TransferResult:
+        kind = "mkdir" if isinstance(request, MkdirRequest) else "remove"
+        result = TransferResult(request, ok=False, kind=kind)
+        url = request.target.url
+        try:
+            for attempt in self._retrying():
+                with attempt:
+                    t0 = time.monotonic()
+                    try:
+                        proto = self.registry.protocol(url.scheme)
+                        if isinstance(request, MkdirRequest):
+                            proto.mkdir(url)
+                        else:
+                            proto.remove(url, recursive=request.recursive)
+                    except FerryError as exc:
+                        rec = self._failure(attempt.retry_state.attempt_number, url, url, kind, t0, exc)
+                        result.attempts.append(rec)
+                        transient = isinstance(exc, TransientError)
+                        raise (_Retryable if transient else _AllSourcesFailed)(
+                            exc, transient, getattr(exc, "retry_after", None)
+                        ) from exc
+                    result.attempts.append(
+                        AttemptRecord(attempt.retry_state.attempt_number, str(url), str(url), kind,
+                                      True, time.monotonic() - t0)
+                    )
+            result.ok = True
+        except _AllSourcesFailed as exc:
+            result.error = f"{request.label}: {_describe(exc.last)}"
+            result.error_type = type(exc.last).__name__
+        return result
+
+    # -- transfers ---------------------------------------------------------
+
+    def _retrying(self) -> Retrying:
+        cfg = self.config
+        backoff = wait_exponential_jitter(
+            initial=cfg.backoff_initial, max=cfg.backoff_max, jitter=cfg.backoff_jitter
+        )
+
+        def wait(state: RetryCallState) -> float:
+            pause = backoff(state)
+            exc = state.outcome.exception() if state.outcome else None
+            after = getattr(exc, "retry_after", None)
+            return max(pause, min(after, cfg.backoff_max)) if after else pause
+
+        return Retrying(
+            stop=stop_after_attempt(max(1, cfg.max_attempts)),
+            wait=wait,
+            retry=retry_if_exception_type(_Retryable),
+            sleep=cfg.sleep,
+            reraise=True,
+        )
+
+    def _transfer(self, req: TransferRequest) -> TransferResult:
+        result = TransferResult(req, ok=False)
+        sources = req.ordered_sources()
+        dead: set[int] = set()  # sources that failed permanently
+        reported = [0]  # bytes announced to subscribers, to rewind on a new try
+
+        def progress(n: int) -> None:
+            reported[0] += n
+            self._emit("on_progress", req, n)
+
+        try:
+            for attempt in self._retrying():
+                with attempt:
+                    round_no = attempt.retry_state.attempt_number
+                    last: FerryError | None = None
+                    any_transient = False
+                    retry_after: float | None = None
+                    for idx, src in enumerate(sources):
+                        if idx in dead:
+                            continue
+                        if self._cancel.is_set():
+                            raise _AllSourcesFailed(
+                                TransferError("cancelled"), transient=False, retry_after=None
+                            )
+                        if reported[0]:
+                            self._emit("on_progress", req, -reported[0])
+                            reported[0] = 0
+                        t0 = time.monotonic()
+                        route = self._route(src.url, req.dest.url, req)
+                        try:
+                            done = self._guarded(route, src, req, progress)
+                        except FerryError as exc:
+                            rec = self._failure(round_no, src.url, req.dest.url, route, t0, exc)
+                            result.attempts.append(rec)
+                            self._emit("on_attempt_failed", req, rec)
+                            last = exc
+                            if isinstance(exc, TransientError):
+                                any_transient = True
+                                if isinstance(exc, ThrottledError) and exc.retry_after:
+                                    retry_after = max(retry_after or 0, exc.retry_after)
+                            else:
+                                dead.add(idx)
+                            continue
+                        result.attempts.append(
+                            AttemptRecord(round_no, str(src.url), str(req.dest.url), route, True,
+                                          time.monotonic() - t0, done.bytes)
+                        )
+                        result.ok = True
+                        result.bytes = done.bytes
+                        result.sha256 = done.sha256
+                        result.route = route
+                        result.source = str(src.url)
+                        return result
+                    assert last is not None
+                    cls = _Retryable if any_transient else _AllSourcesFailed
+                    raise cls(last, any_transient, retry_after)
+        except _AllSourcesFailed as exc:
+            result.error = self._summary(req, result)
+            result.error_type = type(exc.last).__name__
+        return result
+
+    def _summary(self, req: TransferRequest, result: TransferResult) -> str:
+        tried = []
+        seen: set[tuple[str, str | None]] = set()
+        for a in result.attempts:
+            key = (a.source, a.error)
+            if key in seen:
+                continue
+            seen.add(key)
+            tried.append(f"{a.source} ({a.error})")
+        rounds = max((a.attempt for a in result.attempts), default=0)
+        return (
+            f"{req.label} -> {req.dest.url}: failed after {rounds} round(s);"
+            f" tried {'; '.join(tried)}"
+        )
+
+    def _failure(
+        self, round_no: int, src: URL, dst: URL, route: str, t0: float, exc: FerryError
+    ) -> AttemptRecord:
+        return AttemptRecord(
+            attempt=round_no,
+            source=str(src),
+            dest=str(dst),
+            route=route,
+            ok=False,
+            duration=time.monotonic() - t0,
+            error=_describe(exc),
+            error_type=type(exc).__name__,
+            transient=isinstance(exc, TransientError),
+        )
+
+    def _route(self, src: URL, dst: URL, req: TransferRequest) -> str:
+        if dst.scheme == "symlink" or (
+            (self.config.symlink or req.symlink) and src.is_local and dst.scheme == "file"
+        ):
+            return "symlink"
+        if dst.scheme == "moveto":
+            return "move"
+        if dst.scheme == "file":
+            return "download"
+        if src.is_local:
+            return "upload"
+        try:
+            same = (
+                self.registry.entry_for(src.scheme).info.implementation
+                == self.registry.entry_for(dst.scheme).info.implementation
+            )
+        except PluginError:
+            same = False
+        if same and Capability.COPY in self.registry.capabilities(src.scheme):
+            return "third-party"
+        return "two-stage"
+
+    def _guarded(
+        self,
+        route: str,
+        src: Endpoint,
+        req: TransferRequest,
+        progress: Callable[[int], None],
+    ) -> _Done:
+        """``_do``, with a plugin's unexpected exception turned into a permanent error."""
+        try:
+            return self._do(route, src, req, progress)
+        except FerryError:
+            raise
+        except Exception as exc:
+            raise PermanentError(
+                f"{route} from {src.url} failed: {type(exc).__name__}: {redact(str(exc))}",
+                url=str(src.url),
+            ) from exc
+
+    def _do(
+        self,
+        route: str,
+        src: Endpoint,
+        req: TransferRequest,
+        progress: Callable[[int], None],
+    ) -> _Done:
+        dst = req.dest.url
+        if route == "symlink":
+            if not src.url.is_local:
+                raise PermanentError(f"cannot symlink to a remote source {src.url}", url=str(dst))
+            target = src.url.local_path
+            sha = _hash_file(target, req.sha256) if req.sha256 else None
+            make_symlink(target, dst.local_path, verify_source=req.verify_symlink_source)
+            return _Done(0, sha)
+        if route == "move":
+            if not src.url.is_local:
+                raise PermanentError(f"moveto:// needs a local source, not {src.url}", url=str(dst))
+            size = os.path.getsize(src.url.local_path)
+            sha = _hash_file(src.url.local_path, req.sha256) if req.sha256 else None
+            move(src.url.local_path, dst.local_path)
+            return _Done(size, sha)
+        if route == "download":
+            return self._download(src.url, dst.local_path, req, progress)
+        if route == "upload":
+            return self._upload(src.url.local_path, dst, req.sha256, progress)
+        if route == "third-party":
+            stat = self.registry.protocol(src.url.scheme).copy(src.url, dst, req.sha256)
+            sha = stat.checksums.get("sha256")
+            if req.sha256 and sha and sha != req.sha256:
+                raise _mismatch(req, dst, req.sha256, sha)
+            return _Done(stat.size or 0, sha)
+        return self._two_stage(src.url, dst, req, progress)
+
+    def _download(
+        self,
+        src: URL,
+        dest: str,
+        req: TransferRequest,
+        progress: Callable[[int], None],
+    ) -> _Done:
+        if src.is_local and os.path.exists(dest):
+            with contextlib.suppress(OSError):
+                if os.path.samefile(src.local_path, dest):
+                    sha = _hash_file(dest, req.sha256)
+                    return _Done(os.path.getsize(dest), sha)
+        proto = self.registry.protocol(src.scheme)
+        with map_os_exceptions(f"file://{dest}", "write"):
+            os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+            tmp = part_name(dest)
+            sink = Sink(tmp)
+        try:
+            try:
+                proto.get(src, sink, progress)
+            finally:
+                sink.close()
+            if sink.expected_size is not None and sink.offset != sink.expected_size:
+                raise IncompleteTransfer(
+                    f"{src}: got {sink.offset} bytes, expected {sink.expected_size}", url=str(src)
+                )
+            sha = sink.sha256
+            if req.sha256 and sha != req.sha256:
+                raise _mismatch(req, src, req.sha256, sha)
+            with map_os_exceptions(f"file://{dest}", "write"):
+                if req.executable:
+                    os.chmod(tmp, 0o755)
+                os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return _Done(sink.offset, sha)
+
+    def _upload(
+        self,
+        path: str,
+        dst: URL,
+        expected: str | None,
+        progress: Callable[[int], None],
+    ) -> _Done:
+        proto = self.registry.protocol(dst.scheme)
+        with map_os_exceptions(f"file://{path}", "read"):
+            source = Source(path, expected_sha256=expected)
+        proto.put(source, dst, progress)
+        try:
+            sha = source.verify()
+        except (IntegrityError, IncompleteTransfer):
+            # the plugin made the object visible before checking: take it back
+            with contextlib.suppress(FerryError):
+                proto.remove(dst)
+            raise
+        return _Done(source.size, sha)
+
+    def _two_stage(
+        self,
+        src: URL,
+        dst: URL,
+        req: TransferRequest,
+        progress: Callable[[int], None],
+    ) -> _Done:
+        tmpdir = self.config.tmpdir or tempfile.gettempdir()
+        fd, tmp = tempfile.mkstemp(prefix="ferry-", suffix=".data", dir=tmpdir)
+        os.close(fd)
+        try:
+            first = self._download(src, tmp, req, progress)
+            return self._upload(tmp, dst, first.sha256, lambda n: None)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for sub in self.subscribers:
+            getattr(sub, event)(*args)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a failure (messages are already redacted by the plugins)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text
+
+
+def _mismatch(req: TransferRequest, where: URL, expected: str, actual: str) -> IntegrityError:
+    return IntegrityError(
+        f"sha256 mismatch for {req.label} from {where}: expected {expected}, got {actual}",
+        expected=expected,
+        actual=actual,
+        url=str(where),
+    )
+
+
+def _hash_file(path: str, expected: str | None) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    with map_os_exceptions(f"file://{path}", "read"), open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    sha = h.hexdigest()
+    if expected and sha != expected:
+        raise IntegrityError(
+            f"sha256 mismatch for {path}: expected {expected}, got {sha}",
+            expected=expected,
+            actual=sha,
+            url=f"file://{path}",
+        )
+    return sha

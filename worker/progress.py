@@ -1,0 +1,164 @@
+"""Progress for people: a rich bar on a terminal, log lines otherwise, and the summary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .engine import AttemptRecord, Subscriber, TransferResult
+from .request import Request, TransferRequest
+
+__all__ = ["LogProgress", "RichProgress", "Summary", "human_bytes"]
+
+log = logging.getLogger("ferry.transfer")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+@dataclass
+class Summary:
+    """Totals over a run, for the last lines of the CLI and the --json report."""
+
+    started: float = field(default_factory=time.monotonic)
+    files: int = 0
+    ok: int = 0
+    failed: int = 0
+    bytes: int = 0
+    retries: int = 0
+    elapsed: float = 0.0
+
+    def add(self, result: TransferResult) -> None:
+        self.files += 1
+        self.retries += result.retries
+        if result.ok:
+            self.ok += 1
+            self.bytes += result.bytes
+        else:
+            self.failed += 1
+
+    def finish(self) -> Summary:
+        self.elapsed = time.monotonic() - self.started
+        return self
+
+    @property
+    def rate(self) -> float:
+        return self.bytes / self.elapsed if self.elapsed > 0 else 0.0
+
+    def line(self) -> str:
+        return (
+            f"Stats: {self.files} transfer(s), {self.ok} succeeded, {self.failed} failed,"
+            f" {human_bytes(self.bytes)} in {self.elapsed:.2f} s"
+            f" ({human_bytes(self.rate)}/s), {self.retries} retries"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "transfers": self.files,
+            "succeeded": self.ok,
+            "failed": self.failed,
+            "bytes": self.bytes,
+            "seconds": round(self.elapsed, 6),
+            "bytes_per_second": round(self.rate, 1),
+            "retries": self.retries,
+        }
+
+
+class LogProgress(Subscriber):
+    """One log line per finished transfer and per failed try."""
+
+    def on_attempt_failed(self, request: Request, record: AttemptRecord) -> None:
+        log.warning(
+            "%s: try %d from %s failed (%s): %s",
+            request.label,
+            record.attempt,
+            record.source,
+            "will retry" if record.transient else "permanent",
+            record.error,
+        )
+
+    def on_done(self, result: TransferResult) -> None:
+        req = result.request
+        if not result.ok:
+            return
+        if isinstance(req, TransferRequest):
+            log.info(
+                "%s: %s -> %s, %s in %.3f s (%s)%s",
+                req.label,
+                result.source,
+                req.dest.url,
+                human_bytes(result.bytes),
+                result.duration,
+                result.route,
+                f", sha256:{result.sha256}" if result.sha256 else "",
+            )
+        else:
+            log.info("%s: done", req.label)
+
+
+class RichProgress(Subscriber):
+    """A progress bar over files, with bytes moved and the rate, on stderr."""
+
+    def __init__(self, total_files: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._bytes = 0
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]transfer"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[moved]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
+        self.task = self.progress.add_task("files", total=total_files, moved="")
+
+    def __enter__(self) -> RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def _moved(self) -> str:
+        rate = self._bytes / max(time.monotonic() - self._start, 1e-6)
+        return f"{human_bytes(self._bytes)} at {human_bytes(rate)}/s"
+
+    def on_progress(self, request: Request, nbytes: int) -> None:
+        with self._lock:
+            self._bytes += nbytes
+            self.progress.update(self.task, moved=self._moved())
+
+    def on_attempt_failed(self, request: Request, record: AttemptRecord) -> None:
+        self.console.print(
+            f"[yellow]{request.label}[/]: try {record.attempt} from {record.source} failed:"
+            f" {record.error}",
+            highlight=False,
+        )
+
+    def on_done(self, result: TransferResult) -> None:
+        with self._lock:
+            self.progress.update(self.task, advance=1, moved=self._moved())
+
+
+def is_terminal() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,274 @@
+"""Transfer requests: pegasus-transfer's JSON list in, typed requests out.
+
+The accepted document is exactly pegasus-transfer's (docs/transfer.md): a JSON
+array of ``transfer``, ``mkdir`` and ``remove`` entries. ferry also reads an
+expected sha256 from, in this order: the entry's ``sha256`` field (a ferry
+extension, bare hex or ``sha256:<hex>``), the planner's ``attributes``
+(``checksum.type`` = ``sha256`` and ``checksum.value``), and, when
+``verify_checksum_remote`` is set, the Pegasus ``*.meta`` files in the current
+directory, as pegasus-integrity does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Union
+
+import msgspec
+from ferry.plugins.errors import ConfigError
+from ferry.plugins.url import URL, parse_url
+
+__all__ = [
+    "Endpoint",
+    "MkdirRequest",
+    "RemoveRequest",
+    "TransferRequest",
+    "normalize_sha256",
+    "parse_transfer_list",
+]
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+# -- the wire format (pegasus-transfer's JSON) -------------------------------
+
+
+class _UrlObj(msgspec.Struct):
+    url: str
+    site_label: str = "local"
+    priority: Union[int, float, str, None] = None  # noqa: UP007 - msgspec on 3.10
+    type: Union[str, None] = None  # noqa: UP007
+    checkpoint: Union[str, bool, None] = None  # noqa: UP007
+
+
+class _Target(msgspec.Struct):
+    url: str
+    site_label: str = "local"
+    recursive: Union[bool, str, None] = None  # noqa: UP007
+
+
+class _Transfer(msgspec.Struct, tag_field="type", tag="transfer"):
+    src_urls: list[_UrlObj]
+    dest_urls: list[_UrlObj]
+    lfn: Union[str, None] = None  # noqa: UP007
+    id: Union[int, str, None] = None  # noqa: UP007
+    linkage: str = "unknown"
+    verify_symlink_source: bool = True
+    generate_checksum: bool = False
+    verify_checksum_remote: bool = False
+    attributes: dict[str, Union[str, int, float, bool]] = {}  # noqa: UP007, RUF012
+    sha256: Union[str, None] = None  # noqa: UP007
+    executable: bool = False
+
+
+class _Mkdir(msgspec.Struct, tag_field="type", tag="mkdir"):
+    target: _Target
+    id: Union[int, str, None] = None  # noqa: UP007
+
+
+class _Remove(msgspec.Struct, tag_field="type", tag="remove"):
+    target: _Target
+    id: Union[int, str, None] = None  # noqa: UP007
+
+
+_Entry = Union[_Transfer, _Mkdir, _Remove]  # noqa: UP007
+_DECODER = msgspec.json.Decoder(list[_Entry])
+
+
+# -- what the engine works on ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One candidate URL with its site and priority (higher is tried first)."""
+
+    url: URL
+    site: str = "local"
+    priority: float | None = None
+    type: str | None = None
+
+
+@dataclass
+class TransferRequest:
+    """Copy one file from the best working source to ``dest``."""
+
+    sources: list[Endpoint]
+    dest: Endpoint
+    lfn: str | None = None
+    id: str | None = None
+    sha256: str | None = None
+    executable: bool = False
+    linkage: str = "unknown"
+    verify_symlink_source: bool = True
+    generate_checksum: bool = False
+    symlink: bool = False  # make a symlink for local->local instead of copying
+    user_data: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """How messages name this transfer: its LFN, else its id, else its destination."""
+        if self.lfn:
+            return self.lfn
+        if self.id is not None:
+            return f"#{self.id}"
+        return str(self.dest.url)
+
+    def ordered_sources(self) -> list[Endpoint]:
+        """Sources by priority, highest first; unprioritised ones after, in list order."""
+        ranked = sorted(
+            enumerate(self.sources),
+            key=lambda p: (p[1].priority is None, -(p[1].priority or 0), p[0]),
+        )
+        return [s for _, s in ranked]
+
+
+@dataclass
+class MkdirRequest:
+    target: Endpoint
+    id: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"mkdir {self.target.url}"
+
+
+@dataclass
+class RemoveRequest:
+    target: Endpoint
+    recursive: bool = False
+    id: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"remove {self.target.url}"
+
+
+Request = Union[TransferRequest, MkdirRequest, RemoveRequest]  # noqa: UP007
+
+
+def normalize_sha256(value: str | None, *, where: str = "sha256") -> str | None:
+    """Accept ``<hex>`` or ``sha256:<hex>`` (any case); return lowercase hex or None."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip().lower()
+    if text.startswith("sha256:"):
+        text = text[len("sha256:") :]
+    if not _HEX64.match(text):
+        raise ConfigError(f"{where}: {value!r} is not a sha256 (64 hex digits)")
+    return text
+
+
+def _truthy(value: bool | str | None) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    text = value.strip().lower()
+    if text in ("yes", "true", "t", "1"):
+        return True
+    if text in ("no", "false", "f", "0", ""):
+        return False
+    raise ConfigError(f"not a boolean: {value!r}")
+
+
+def _priority(value: float | str | None, where: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{where}: priority {value!r} is not a number") from None
+
+
+def _endpoint(obj: _UrlObj | _Target, where: str) -> Endpoint:
+    try:
+        url = parse_url(obj.url)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return Endpoint(
+        url=url,
+        site=obj.site_label.replace("-", "_"),
+        priority=_priority(getattr(obj, "priority", None), where),
+        type=getattr(obj, "type", None),
+    )
+
+
+def _sha_from_attributes(attrs: dict[str, object], where: str) -> str | None:
+    if str(attrs.get("checksum.type", "")).lower() == "sha256" and attrs.get("checksum.value"):
+        return normalize_sha256(str(attrs["checksum.value"]), where=f"{where}.attributes")
+    return None
+
+
+def parse_transfer_list(
+    data: bytes | str,
+    *,
+    source: str = "<stdin>",
+    meta_lookup: dict[str, str] | None = None,
+) -> list[Request]:
+    """Parse pegasus-transfer's JSON list. Errors name ``source`` and the entry.
+
+    ``meta_lookup`` maps LFN -> sha256 from Pegasus ``*.meta`` files, used for
+    entries with ``verify_checksum_remote``.
+    """
+    if isinstance(data, str):
+        data = data.encode()
+    if not data.strip():
+        raise ConfigError(f"{source}: empty transfer list")
+    if data.lstrip().startswith(b"# src"):
+        raise ConfigError(f"{source}: the legacy v1 text format is not supported; use the JSON list")
+    try:
+        entries = _DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: invalid transfer list: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{source}: malformed JSON: {exc}") from None
+    requests: list[Request] = []
+    for i, entry in enumerate(entries):
+        where = f"{source}: entry {i + 1}" + (f" (id {entry.id})" if entry.id is not None else "")
+        ident = None if entry.id is None else str(entry.id)
+        if isinstance(entry, _Mkdir):
+            requests.append(MkdirRequest(_endpoint(entry.target, where), id=ident))
+            continue
+        if isinstance(entry, _Remove):
+            requests.append(
+                RemoveRequest(
+                    _endpoint(entry.target, where),
+                    recursive=_truthy(entry.target.recursive),
+                    id=ident,
+                )
+            )
+            continue
+        if entry.lfn:
+            where += f" (lfn {entry.lfn})"
+        if not entry.src_urls:
+            raise ConfigError(f"{where}: src_urls is empty")
+        if not entry.dest_urls:
+            raise ConfigError(f"{where}: dest_urls is empty")
+        sources = [_endpoint(u, f"{where} src_urls[{j}]") for j, u in enumerate(entry.src_urls)]
+        dests = [_endpoint(u, f"{where} dest_urls[{j}]") for j, u in enumerate(entry.dest_urls)]
+        # pegasus-transfer always uses the highest-priority destination
+        dest = sorted(dests, key=lambda d: -(d.priority or 0))[0]
+        sha = normalize_sha256(entry.sha256, where=f"{where}.sha256")
+        sha = sha or _sha_from_attributes(entry.attributes, where)
+        if sha is None and entry.verify_checksum_remote and entry.lfn:
+            sha = (meta_lookup or {}).get(entry.lfn)
+            if sha is None:
+                raise ConfigError(
+                    f"{where}: verify_checksum_remote is set but no sha256 is known for"
+                    f" {entry.lfn} (no checksum in the entry and none in ./*.meta)"
+                )
+        requests.append(
+            TransferRequest(
+                sources=sources,
+                dest=dest,
+                lfn=entry.lfn,
+                id=ident,
+                sha256=sha,
+                executable=entry.executable,
+                linkage=entry.linkage,
+                verify_symlink_source=entry.verify_symlink_source,
+                generate_checksum=entry.generate_checksum,
+            )
+        )
+    return requests
