@@ -1,0 +1,322 @@
+"""The engine over local files and in-process test protocols: routes, retries, integrity."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from ferry.plugins.errors import ConnectError, NotFound
+from ferry.plugins.protocol import Capability, Protocol, ProtocolInfo, Sink
+from ferry.plugins.registry import Registry
+from ferry.plugins.spec import hookimpl
+from ferry.plugins.url import URL, parse_url
+from ferry.worker.engine import Engine, TransferConfig
+from ferry.worker.request import Endpoint, MkdirRequest, RemoveRequest, TransferRequest
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def req(src: str | list[tuple[str, float]], dest: str, **kw: object) -> TransferRequest:
+    if isinstance(src, str):
+        sources = [Endpoint(parse_url(src))]
+    else:
+        sources = [Endpoint(parse_url(u), priority=p) for u, p in src]
+    return TransferRequest(sources=sources, dest=Endpoint(parse_url(dest)), **kw)  # type: ignore[arg-type]
+
+
+def no_sleep(_: float) -> None:
+    pass
+
+
+def engine(registry: Registry | None = None, **kw: object) -> Engine:
+    cfg = TransferConfig(sleep=no_sleep, **kw)  # type: ignore[arg-type]
+    return Engine(registry or Registry(), cfg)
+
+
+def leftovers(directory: Path) -> list[str]:
+    return [p.name for p in directory.rglob("*") if "ferry-part" in p.name]
+
+
+# -- an in-process protocol whose faults the test controls -----------------
+
+
+class FlakyProtocol(Protocol):
+    """Serves ``flaky://host/<name>`` from a dict; fails as told, counts calls."""
+
+    name = "flaky"
+    objects: dict[str, bytes] = {}
+    failures: dict[str, list[type[Exception]]] = {}
+    calls: dict[str, int] = {}
+    cut_after: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def get(self, url: URL, sink: Sink, progress=None) -> None:  # type: ignore[no-untyped-def]
+        key = url.path.lstrip("/")
+        with self.lock:
+            self.calls[key] = self.calls.get(key, 0) + 1
+            plan = self.failures.get(key, [])
+            fault = plan.pop(0) if plan else None
+        if key not in self.objects:
+            raise NotFound(f"flaky: {url} not found", url=str(url))
+        data = self.objects[key]
+        sink.set_size(len(data))
+        if fault is not None:
+            half = len(data) // 2
+            sink.write(data[:half])  # bytes land in the temp file, then the fault
+            raise fault(f"flaky: injected {fault.__name__} on {url}", url=str(url))
+        sink.write(data)
+
+
+@hookimpl
+def ferry_protocols() -> list[ProtocolInfo]:
+    return [
+        ProtocolInfo(
+            name="flaky",
+            schemes=("flaky",),
+            capabilities=frozenset({Capability.GET}),
+            implementation=f"{__name__}:FlakyProtocol",
+        )
+    ]
+
+
+@pytest.fixture
+def flaky() -> type[FlakyProtocol]:
+    FlakyProtocol.objects.clear()
+    FlakyProtocol.failures.clear()
+    FlakyProtocol.calls.clear()
+    return FlakyProtocol
+
+
+@pytest.fixture
+def flaky_registry(flaky: type[FlakyProtocol]) -> Registry:
+    import sys
+
+    return Registry(plugins={"flaky-test": sys.modules[__name__]})
+
+
+# -- local copies ----------------------------------------------------------
+
+
+def test_copy_checks_sha256_and_creates_dirs(tmp_path: Path) -> None:
+    data = os.urandom(3 * (1 << 20) + 17)  # > one pump buffer: the threaded path
+    (tmp_path / "a").write_bytes(data)
+    dest = tmp_path / "x" / "y" / "b"
+    [res] = engine().run([req(str(tmp_path / "a"), f"file://{dest}", sha256=sha(data))])
+    assert res.ok, res.error
+    assert dest.read_bytes() == data
+    assert res.sha256 == sha(data)
+    assert res.bytes == len(data)
+    assert res.route == "download"
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 16 * 1024])
+def test_small_and_empty_files(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    (tmp_path / "a").write_bytes(data)
+    [res] = engine().run([req(str(tmp_path / "a"), str(tmp_path / "b"))])
+    assert res.ok and (tmp_path / "b").read_bytes() == data and res.sha256 == sha(data)
+
+
+def test_mismatch_leaves_nothing_and_names_both_sums(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"hello\n")
+    wrong = "0" * 64
+    [res] = engine().run([req(str(tmp_path / "a"), str(tmp_path / "out" / "b"), sha256=wrong)])
+    assert not res.ok
+    assert not (tmp_path / "out" / "b").exists()
+    assert leftovers(tmp_path) == []
+    assert wrong in res.error and sha(b"hello\n") in res.error
+    assert res.error_type == "IntegrityError"
+    # a mismatch is permanent for that source: one try, no retry rounds
+    assert len(res.attempts) == 1
+
+
+def test_mismatch_keeps_existing_destination(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"new")
+    (tmp_path / "b").write_bytes(b"old")
+    [res] = engine().run([req(str(tmp_path / "a"), str(tmp_path / "b"), sha256="1" * 64)])
+    assert not res.ok and (tmp_path / "b").read_bytes() == b"old"
+
+
+def test_missing_source_falls_back_to_next_replica(tmp_path: Path) -> None:
+    (tmp_path / "good").write_bytes(b"data")
+    r = req([(str(tmp_path / "missing"), 50), (str(tmp_path / "good"), 10)], str(tmp_path / "d"))
+    [res] = engine().run([r])
+    assert res.ok and res.source == f"file://{tmp_path}/good"
+    assert [a.ok for a in res.attempts] == [False, True]
+    assert res.attempts[0].error_type == "NotFound"
+    assert (tmp_path / "d").read_bytes() == b"data"
+
+
+def test_priorities_order_sources(tmp_path: Path) -> None:
+    (tmp_path / "low").write_bytes(b"low")
+    (tmp_path / "high").write_bytes(b"high")
+    r = req([(str(tmp_path / "low"), 1), (str(tmp_path / "high"), 100)], str(tmp_path / "d"))
+    [res] = engine().run([r])
+    assert (tmp_path / "d").read_bytes() == b"high" and len(res.attempts) == 1
+
+
+def test_permanent_failure_does_not_burn_rounds(tmp_path: Path) -> None:
+    [res] = engine(max_attempts=5).run([req(str(tmp_path / "nope"), str(tmp_path / "d"))])
+    assert not res.ok and len(res.attempts) == 1 and res.error_type == "NotFound"
+    assert str(tmp_path / "nope") in res.error
+    assert not (tmp_path / "d").exists()
+
+
+def test_unwritable_destination(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"x")
+    (tmp_path / "file").write_bytes(b"")  # a file where a directory should be
+    [res] = engine().run([req(str(tmp_path / "a"), str(tmp_path / "file" / "sub" / "b"))])
+    assert not res.ok and str(tmp_path / "file") in res.error
+
+
+def test_executable_bit(tmp_path: Path) -> None:
+    (tmp_path / "tool").write_bytes(b"#!/bin/sh\necho hi\n")
+    [res] = engine().run([req(str(tmp_path / "tool"), str(tmp_path / "bin" / "t"), executable=True)])
+    assert res.ok and os.access(tmp_path / "bin" / "t", os.X_OK)
+
+
+def test_symlink_routes(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"x")
+    [r1, r2] = engine().run(
+        [
+            req(str(tmp_path / "a"), f"symlink://{tmp_path}/l1"),
+            req(str(tmp_path / "a"), str(tmp_path / "l2"), symlink=True),
+        ]
+    )
+    assert r1.ok and r2.ok
+    assert os.readlink(tmp_path / "l1") == str(tmp_path / "a")
+    assert os.readlink(tmp_path / "l2") == str(tmp_path / "a")
+    [bad] = engine().run([req(str(tmp_path / "none"), f"symlink://{tmp_path}/l3")])
+    assert not bad.ok and not os.path.lexists(tmp_path / "l3")
+    [lazy] = engine().run(
+        [req(str(tmp_path / "none"), f"symlink://{tmp_path}/l4", verify_symlink_source=False)]
+    )
+    assert lazy.ok and os.path.islink(tmp_path / "l4")
+
+
+def test_same_file_is_not_copied(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"same")
+    [res] = engine().run([req(str(tmp_path / "a"), str(tmp_path / "a"))])
+    assert res.ok and (tmp_path / "a").read_bytes() == b"same"
+
+
+def test_moveto(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"moved")
+    [res] = engine().run([req(str(tmp_path / "a"), f"moveto://{tmp_path}/d/b")])
+    assert res.ok and not (tmp_path / "a").exists()
+    assert (tmp_path / "d" / "b").read_bytes() == b"moved"
+
+
+def test_mkdir_and_remove(tmp_path: Path) -> None:
+    target = tmp_path / "x" / "y"
+    [mk] = engine().run([MkdirRequest(Endpoint(parse_url(str(target))))])
+    assert mk.ok and target.is_dir()
+    (target / "f").write_bytes(b"1")
+    [rm] = engine().run([RemoveRequest(Endpoint(parse_url(str(tmp_path / "x"))), recursive=True)])
+    assert rm.ok and not (tmp_path / "x").exists()
+    [again] = engine().run([RemoveRequest(Endpoint(parse_url(str(tmp_path / "x" / "f"))))])
+    assert again.ok  # removing what is gone is fine
+
+
+def test_many_files_in_parallel(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    blobs = {f"f{i}": os.urandom(1000 + i) for i in range(200)}
+    for name, data in blobs.items():
+        (src / name).write_bytes(data)
+    reqs = [
+        req(str(src / n), str(tmp_path / "dst" / n), sha256=sha(d), lfn=n) for n, d in blobs.items()
+    ]
+    results = engine(threads=8).run(reqs)
+    assert all(r.ok for r in results)
+    assert [r.request.lfn for r in results] == list(blobs)  # type: ignore[union-attr]
+    for n, d in blobs.items():
+        assert (tmp_path / "dst" / n).read_bytes() == d
+
+
+def test_source_that_grows_while_read_is_caught(tmp_path: Path) -> None:
+    """A source appended to during the copy: the try fails, nothing is left behind."""
+    src = tmp_path / "growing"
+    src.write_bytes(os.urandom(8 << 20))
+    stop = threading.Event()
+
+    def grow() -> None:
+        with open(src, "ab") as f:
+            while not stop.is_set():
+                f.write(b"x" * 4096)
+                f.flush()
+
+    t = threading.Thread(target=grow)
+    t.start()
+    try:
+        [res] = engine(max_attempts=2).run([req(str(src), str(tmp_path / "out"))])
+    finally:
+        stop.set()
+        t.join()
+    assert not res.ok
+    assert res.error_type == "IncompleteTransfer"
+    assert "changed while it was read" in res.error
+    assert len(res.attempts) == 2  # transient: retried
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+# -- retries with an in-process protocol -----------------------------------
+
+
+def test_transient_faults_are_retried_then_succeed(
+    tmp_path: Path, flaky: type[FlakyProtocol], flaky_registry: Registry
+) -> None:
+    data = os.urandom(5000)
+    flaky.objects["obj"] = data
+    flaky.failures["obj"] = [ConnectError, ConnectError]
+    pauses: list[float] = []
+    eng = Engine(flaky_registry, TransferConfig(max_attempts=3, sleep=pauses.append))
+    [res] = eng.run([req("flaky://h/obj", str(tmp_path / "o"), sha256=sha(data))])
+    assert res.ok and (tmp_path / "o").read_bytes() == data
+    assert flaky.calls["obj"] == 3
+    assert [a.ok for a in res.attempts] == [False, False, True]
+    assert len(pauses) == 2 and pauses[1] >= pauses[0] * 1.0 > 0  # backoff between rounds
+    assert leftovers(tmp_path) == []
+
+
+def test_transient_exhausts_attempts(
+    tmp_path: Path, flaky: type[FlakyProtocol], flaky_registry: Registry
+) -> None:
+    flaky.objects["obj"] = b"abc" * 1000
+    flaky.failures["obj"] = [ConnectError] * 10
+    eng = Engine(flaky_registry, TransferConfig(max_attempts=3, sleep=no_sleep))
+    [res] = eng.run([req("flaky://h/obj", str(tmp_path / "o"))])
+    assert not res.ok and flaky.calls["obj"] == 3
+    assert "failed after 3 round(s)" in res.error and "flaky://h/obj" in res.error
+    assert not (tmp_path / "o").exists() and leftovers(tmp_path) == []
+
+
+def test_each_round_walks_every_replica(
+    tmp_path: Path, flaky: type[FlakyProtocol], flaky_registry: Registry
+) -> None:
+    flaky.objects["a"] = flaky.objects["b"] = b"payload"
+    flaky.failures["a"] = [ConnectError] * 5
+    flaky.failures["b"] = [ConnectError]
+    eng = Engine(flaky_registry, TransferConfig(max_attempts=3, sleep=no_sleep))
+    [res] = eng.run([req([("flaky://h/a", 2), ("flaky://h/b", 1)], str(tmp_path / "o"))])
+    assert res.ok and res.source == "flaky://h/b"
+    # round 1: a fails, b fails; round 2: a fails, b succeeds
+    assert [(a.attempt, a.source, a.ok) for a in res.attempts] == [
+        (1, "flaky://h/a", False),
+        (1, "flaky://h/b", False),
+        (2, "flaky://h/a", False),
+        (2, "flaky://h/b", True),
+    ]
+
+
+def test_unknown_scheme_is_a_clear_error(tmp_path: Path) -> None:
+    [res] = engine().run([req("nosuch://h/x", str(tmp_path / "o"))])
+    assert not res.ok and "no plugin serves nosuch://" in res.error
+    assert len(res.attempts) == 1
