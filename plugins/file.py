@@ -49,7 +49,7 @@ def ferry_protocols() -> list[ProtocolInfo]:
             schemes=("symlink", "moveto"),
             capabilities=_LOCAL_CAPS,
             implementation="ferry.plugins.file:FileProtocol",
-            description="symbolic links (and moves) on this machine, as pegasus-transfer makes them",
+            description="symbolic links and moves on this machine, as pegasus-transfer makes them",
         ),
     ]
 
@@ -93,9 +93,6 @@ class FileProtocol(Protocol):
 
     name = "file"
     schemes = ("file", "symlink", "moveto")
-
-    def __repr__(self) -> str:
-        return "FileProtocol()"
 
     def get(self, url: URL, sink: Sink, progress: Callable[[int], None] | None = None) -> None:
         path = url.local_path

@@ -21,7 +21,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, ClassVar
@@ -292,7 +291,7 @@ class _HashingReader:
         return self._source.size
 
 
-class Protocol(ABC):
+class Protocol:
     """Base class of a protocol implementation.
 
     Override what the :class:`ProtocolInfo` declares; everything else raises
@@ -346,5 +345,5 @@ class Protocol(ABC):
     def close(self) -> None:
         """Release connections."""
 
-    @abstractmethod
-    def __repr__(self) -> str: ...
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

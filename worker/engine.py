@@ -280,15 +280,23 @@ class Engine:
                         else:
                             proto.remove(url, recursive=request.recursive)
                     except FerryError as exc:
-                        rec = self._failure(attempt.retry_state.attempt_number, url, url, kind, t0, exc)
+                        rec = self._failure(
+                            attempt.retry_state.attempt_number, url, url, kind, t0, exc
+                        )
                         result.attempts.append(rec)
                         transient = isinstance(exc, TransientError)
                         raise (_Retryable if transient else _AllSourcesFailed)(
                             exc, transient, getattr(exc, "retry_after", None)
                         ) from exc
                     result.attempts.append(
-                        AttemptRecord(attempt.retry_state.attempt_number, str(url), str(url), kind,
-                                      True, time.monotonic() - t0)
+                        AttemptRecord(
+                            attempt.retry_state.attempt_number,
+                            str(url),
+                            str(url),
+                            kind,
+                            True,
+                            time.monotonic() - t0,
+                        )
                     )
             result.ok = True
         except _AllSourcesFailed as exc:
@@ -362,8 +370,15 @@ class Engine:
                                 dead.add(idx)
                             continue
                         result.attempts.append(
-                            AttemptRecord(round_no, str(src.url), str(req.dest.url), route, True,
-                                          time.monotonic() - t0, done.bytes)
+                            AttemptRecord(
+                                round_no,
+                                str(src.url),
+                                str(req.dest.url),
+                                route,
+                                True,
+                                time.monotonic() - t0,
+                                done.bytes,
+                            )
                         )
                         result.ok = True
                         result.bytes = done.bytes

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
     for f in registry.failures:
         print(f"failed to load plugin {f.plugin!r} from {f.source}: {f.reason}")
     return 0

@@ -216,7 +216,9 @@ def parse_transfer_list(
     if not data.strip():
         raise ConfigError(f"{source}: empty transfer list")
     if data.lstrip().startswith(b"# src"):
-        raise ConfigError(f"{source}: the legacy v1 text format is not supported; use the JSON list")
+        raise ConfigError(
+            f"{source}: the legacy v1 text format is not supported; use the JSON list"
+        )
     try:
         entries = _DECODER.decode(data)
     except msgspec.ValidationError as exc:

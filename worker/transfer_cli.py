@@ -53,7 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", nargs="?", metavar="SRC", help="source URL or path")
     parser.add_argument("dest", nargs="?", metavar="DEST", help="destination URL or path")
     parser.add_argument(
-        "-f", "--file", metavar="FILE", help="read the JSON transfer list from FILE (default: stdin)"
+        "-f",
+        "--file",
+        metavar="FILE",
+        help="read the JSON transfer list from FILE (default: stdin)",
     )
     parser.add_argument(
         "-m",
