@@ -72,7 +72,8 @@ class Registry:
         self.context = context or ProtocolContext()
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(FerrySpec)
-        self.failures: list[LoadFailure] = []
+        self._failures: list[LoadFailure] = []  # import / register failures
+        self._hook_failures: list[LoadFailure] = []  # ferry_protocols() failures
         self._dists: dict[str, str] = {}
         if load_entrypoints:
             self._load_entrypoints()
@@ -93,18 +94,24 @@ class Registry:
                 plugin = ep.load()
                 self.pm.register(plugin, name=ep.name)
             except Exception as exc:  # a broken plugin must not stop the others
-                self.failures.append(
+                self._failures.append(
                     LoadFailure(ep.name, f"{dist} ({ep.value})", f"{type(exc).__name__}: {exc}")
                 )
                 continue
             self._dists[ep.name] = dist
+
+    @property
+    def failures(self) -> list[LoadFailure]:
+        """Plugins that failed to import, register or declare their protocols."""
+        self.entries()
+        return self._failures + self._hook_failures
 
     def register(self, plugin: object, name: str) -> None:
         """Register a plugin object (module or instance with hook implementations)."""
         try:
             self.pm.register(plugin, name=name)
         except Exception as exc:
-            self.failures.append(LoadFailure(name, "registered in code", str(exc)))
+            self._failures.append(LoadFailure(name, "registered in code", str(exc)))
             return
         self._dists[name] = "(in process)"
         self._entries = None
@@ -114,6 +121,7 @@ class Registry:
         if self._entries is not None:
             return self._entries
         entries: list[ProtocolEntry] = []
+        self._hook_failures = []
         # hookimpls come last-registered first; use (and prefer) registration order
         for impl in reversed(self.pm.hook.ferry_protocols.get_hookimpls()):
             name = impl.plugin_name
@@ -124,7 +132,7 @@ class Registry:
                     if not isinstance(info, ProtocolInfo):
                         raise PluginError(f"returned {type(info).__name__}, not ProtocolInfo")
             except Exception as exc:
-                self.failures.append(
+                self._hook_failures.append(
                     LoadFailure(name, self._dists.get(name, "?"), f"ferry_protocols(): {exc}")
                 )
                 continue

@@ -1,0 +1,83 @@
+"""Plugin discovery: entry points, unavailable libraries, broken plugins."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import pytest
+
+from ferry.plugins.errors import PluginUnavailable, UnsupportedScheme
+from ferry.plugins.protocol import Capability, ProtocolInfo
+from ferry.plugins.registry import Registry
+from ferry.plugins.spec import hookimpl
+
+
+def plugin_module(**infos: ProtocolInfo) -> types.SimpleNamespace:
+    class P:
+        @hookimpl
+        def ferry_protocols(self) -> list[ProtocolInfo]:
+            return list(infos.values())
+
+    return P()  # type: ignore[return-value]
+
+
+def test_builtins_come_from_the_entry_point_group() -> None:
+    reg = Registry()
+    names = {e.info.name: e for e in reg.entries()}
+    assert {"file", "symlink"} <= set(names)
+    assert names["file"].distribution == "ferry"
+    assert Capability.GET in reg.capabilities("file")
+    assert reg.protocol("file") is reg.protocol("file")  # built once, shared
+
+
+def test_missing_library_is_listed_with_reason_and_only_its_scheme_fails() -> None:
+    info = ProtocolInfo(
+        name="needs-lib",
+        schemes=("needslib",),
+        capabilities=frozenset({Capability.GET}),
+        implementation="ferry_missing_client.proto:Proto",
+        requires=("ferry_missing_client",),
+        extra="needslib",
+    )
+    reg = Registry(plugins={"needs-lib": plugin_module(a=info)})
+    entry = next(e for e in reg.entries() if e.info.name == "needs-lib")
+    assert not entry.available
+    assert "ferry_missing_client is not installed" in (entry.unavailable or "")
+    assert "pip install 'ferry[needslib]'" in (entry.unavailable or "")
+    with pytest.raises(PluginUnavailable, match="needslib:// needs plugin 'needs-lib'"):
+        reg.protocol("needslib")
+    assert reg.protocol("file") is not None  # others unaffected
+
+
+def test_broken_hook_is_recorded_not_fatal() -> None:
+    class Broken:
+        @hookimpl
+        def ferry_protocols(self) -> list[ProtocolInfo]:
+            raise RuntimeError("boom")
+
+    reg = Registry(plugins={"broken": Broken()})
+    assert any(f.plugin == "broken" and "boom" in f.reason for f in reg.failures)
+    assert "file" in reg.schemes()
+
+
+def test_unknown_scheme_lists_known_ones() -> None:
+    with pytest.raises(UnsupportedScheme, match=r"no plugin serves zz:// \(known schemes: .*file"):
+        Registry().protocol("zz")
+
+
+def test_plugins_command_lists_schemes_and_failures(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "ferry.planner.cli", "plugins", "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    file_entry = next(x for x in data["protocols"] if x["name"] == "file")
+    assert file_entry["schemes"] == ["file"] and file_entry["available"]
+    assert "get" in file_entry["capabilities"]
+    p = subprocess.run([sys.executable, "-m", "ferry.planner.cli", "plugins"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "PROTOCOL" in p.stdout and "file" in p.stdout
