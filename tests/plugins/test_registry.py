@@ -71,13 +71,21 @@ def test_plugins_command_lists_schemes_and_failures(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    p = subprocess.run([sys.executable, "-m", "ferry.planner.cli", "plugins", "--json"],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "ferry.planner.cli", "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     data = json.loads(p.stdout)
     file_entry = next(x for x in data["protocols"] if x["name"] == "file")
     assert file_entry["schemes"] == ["file"] and file_entry["available"]
     assert "get" in file_entry["capabilities"]
-    p = subprocess.run([sys.executable, "-m", "ferry.planner.cli", "plugins"],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "ferry.planner.cli", "plugins"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0 and "PROTOCOL" in p.stdout and "file" in p.stdout

@@ -37,7 +37,13 @@ def test_relative_and_env_vars(monkeypatch: pytest.MonkeyPatch, tmp_path: object
 def test_remote_parts() -> None:
     u = parse_url("s3://alice@osn:9000/bucket//key/x?versionId=3")
     assert (u.scheme, u.user, u.host, u.port, u.path, u.query) == (
-        "s3", "alice", "osn", 9000, "/bucket/key/x", "versionId=3")
+        "s3",
+        "alice",
+        "osn",
+        9000,
+        "/bucket/key/x",
+        "versionId=3",
+    )
     assert parse_url("http://[::1]:8080/a").host == "[::1]"
 
 

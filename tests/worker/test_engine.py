@@ -178,7 +178,9 @@ def test_unwritable_destination(tmp_path: Path) -> None:
 
 def test_executable_bit(tmp_path: Path) -> None:
     (tmp_path / "tool").write_bytes(b"#!/bin/sh\necho hi\n")
-    [res] = engine().run([req(str(tmp_path / "tool"), str(tmp_path / "bin" / "t"), executable=True)])
+    [res] = engine().run(
+        [req(str(tmp_path / "tool"), str(tmp_path / "bin" / "t"), executable=True)]
+    )
     assert res.ok and os.access(tmp_path / "bin" / "t", os.X_OK)
 
 

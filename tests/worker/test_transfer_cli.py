@@ -16,8 +16,9 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def ferry(*args: str, stdin: str | None = None, cwd: Path | None = None,
-          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def ferry(
+    *args: str, stdin: str | None = None, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ferry.planner.cli", *args],
         input=stdin,
@@ -45,8 +46,7 @@ def test_json_list_from_stdin(tmp_path: Path) -> None:
     files = {f"f{i}.dat": os.urandom(100 * i) for i in range(5)}
     for n, d in files.items():
         (tmp_path / n).write_bytes(d)
-    lst = [entry(n, [(f"file://{tmp_path}/{n}", 100)], f"file://{tmp_path}/out/{n}")
-           for n in files]
+    lst = [entry(n, [(f"file://{tmp_path}/{n}", 100)], f"file://{tmp_path}/out/{n}") for n in files]
     p = ferry("transfer", "--json", stdin=json.dumps(lst))
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
@@ -71,8 +71,13 @@ def test_file_option_and_pegasus_options(tmp_path: Path) -> None:
 
 def test_replica_fallback_reports_both_sources(tmp_path: Path) -> None:
     (tmp_path / "good").write_bytes(b"ok")
-    lst = [entry("x", [(f"file://{tmp_path}/missing", 50), (f"file://{tmp_path}/good", 10)],
-                 f"file://{tmp_path}/out")]
+    lst = [
+        entry(
+            "x",
+            [(f"file://{tmp_path}/missing", 50), (f"file://{tmp_path}/good", 10)],
+            f"file://{tmp_path}/out",
+        )
+    ]
     p = ferry("transfer", "--json", stdin=json.dumps(lst))
     assert p.returncode == 0
     t = json.loads(p.stdout)["transfers"][0]
@@ -82,8 +87,13 @@ def test_replica_fallback_reports_both_sources(tmp_path: Path) -> None:
 
 
 def test_failure_report_names_transfer_urls_and_causes(tmp_path: Path) -> None:
-    lst = [entry("lost.dat", [(f"file://{tmp_path}/m1", 2), (f"file://{tmp_path}/m2", 1)],
-                 f"file://{tmp_path}/out")]
+    lst = [
+        entry(
+            "lost.dat",
+            [(f"file://{tmp_path}/m1", 2), (f"file://{tmp_path}/m2", 1)],
+            f"file://{tmp_path}/out",
+        )
+    ]
     p = ferry("transfer", "-m", "3", stdin=json.dumps(lst))
     assert p.returncode == 1
     lines = [ln for ln in p.stderr.splitlines() if "lost.dat ->" in ln]
@@ -99,8 +109,14 @@ def test_failure_report_names_transfer_urls_and_causes(tmp_path: Path) -> None:
     [
         ("[{", "malformed JSON"),
         ('[{"type": "copy", "src_urls": [], "dest_urls": []}]', "Invalid value 'copy'"),
-        ('[{"type": "transfer", "src_urls": [{"url": 5}], "dest_urls": []}]', "$[0].src_urls[0].url"),
-        ('[{"type": "transfer", "src_urls": [], "dest_urls": [{"url": "/x"}]}]', "src_urls is empty"),
+        (
+            '[{"type": "transfer", "src_urls": [{"url": 5}], "dest_urls": []}]',
+            "$[0].src_urls[0].url",
+        ),
+        (
+            '[{"type": "transfer", "src_urls": [], "dest_urls": [{"url": "/x"}]}]',
+            "src_urls is empty",
+        ),
         ("", "empty transfer list"),
     ],
 )
@@ -113,8 +129,10 @@ def test_bad_input_is_one_clear_line(stdin: str, needle: str) -> None:
 
 def test_unknown_scheme_fails_only_that_transfer(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"a")
-    lst = [entry("good", [(str(tmp_path / "a"), 1)], f"file://{tmp_path}/g"),
-           entry("bad", [("gopher://h/x", 1)], f"file://{tmp_path}/b")]
+    lst = [
+        entry("good", [(str(tmp_path / "a"), 1)], f"file://{tmp_path}/g"),
+        entry("bad", [("gopher://h/x", 1)], f"file://{tmp_path}/b"),
+    ]
     p = ferry("transfer", "--json", stdin=json.dumps(lst))
     assert p.returncode == 1
     rep = json.loads(p.stdout)
@@ -128,7 +146,9 @@ def test_src_dest_with_sha256(tmp_path: Path) -> None:
     good = sha(b"payload")
     p = ferry("transfer", str(tmp_path / "a"), str(tmp_path / "d" / "b"), "--sha256", good)
     assert p.returncode == 0 and (tmp_path / "d" / "b").read_bytes() == b"payload"
-    p = ferry("transfer", str(tmp_path / "a"), str(tmp_path / "c"), "--sha256", f"sha256:{'f' * 64}")
+    p = ferry(
+        "transfer", str(tmp_path / "a"), str(tmp_path / "c"), "--sha256", f"sha256:{'f' * 64}"
+    )
     assert p.returncode == 1 and not (tmp_path / "c").exists()
     assert good in p.stderr
     p = ferry("transfer", str(tmp_path / "a"), str(tmp_path / "c"), "--sha256", "nothex")
@@ -144,8 +164,14 @@ def test_copy_into_directory(tmp_path: Path) -> None:
 
 def test_checksum_from_planner_attributes(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"abc")
-    lst = [entry("a", [(str(tmp_path / "a"), 1)], f"file://{tmp_path}/b",
-                 attributes={"checksum.type": "sha256", "checksum.value": "0" * 64})]
+    lst = [
+        entry(
+            "a",
+            [(str(tmp_path / "a"), 1)],
+            f"file://{tmp_path}/b",
+            attributes={"checksum.type": "sha256", "checksum.value": "0" * 64},
+        )
+    ]
     p = ferry("transfer", stdin=json.dumps(lst))
     assert p.returncode == 1 and not (tmp_path / "b").exists()
     assert "sha256 mismatch" in p.stderr
@@ -153,11 +179,19 @@ def test_checksum_from_planner_attributes(tmp_path: Path) -> None:
 
 def test_verify_checksum_remote_reads_meta_files_in_cwd(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"abc")
-    meta = [{"_id": "a", "_type": "file",
-             "_attributes": {"checksum.type": "sha256", "checksum.value": sha(b"abc")}}]
+    meta = [
+        {
+            "_id": "a",
+            "_type": "file",
+            "_attributes": {"checksum.type": "sha256", "checksum.value": sha(b"abc")},
+        }
+    ]
     (tmp_path / "job.meta").write_text(json.dumps(meta))
-    lst = [entry("a", [(str(tmp_path / "a"), 1)], f"file://{tmp_path}/out/a",
-                 verify_checksum_remote=True)]
+    lst = [
+        entry(
+            "a", [(str(tmp_path / "a"), 1)], f"file://{tmp_path}/out/a", verify_checksum_remote=True
+        )
+    ]
     p = ferry("transfer", stdin=json.dumps(lst), cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     meta[0]["_attributes"]["checksum.value"] = "e" * 64
@@ -169,11 +203,19 @@ def test_verify_checksum_remote_reads_meta_files_in_cwd(tmp_path: Path) -> None:
 
 def test_meta_output_and_kickstart_fragment(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"abc")
-    lst = [entry("f.a", [(str(tmp_path / "a"), 1)], f"file://{tmp_path}/out/f.a",
-                 generate_checksum=True)]
+    lst = [
+        entry(
+            "f.a", [(str(tmp_path / "a"), 1)], f"file://{tmp_path}/out/f.a", generate_checksum=True
+        )
+    ]
     ks = tmp_path / "ks.yml"
-    p = ferry("transfer", "--meta", str(tmp_path / "stage.meta"), stdin=json.dumps(lst),
-              env={"KICKSTART_INTEGRITY_DATA": str(ks)})
+    p = ferry(
+        "transfer",
+        "--meta",
+        str(tmp_path / "stage.meta"),
+        stdin=json.dumps(lst),
+        env={"KICKSTART_INTEGRITY_DATA": str(ks)},
+    )
     assert p.returncode == 0, p.stderr
     meta = json.loads((tmp_path / "stage.meta").read_text())
     assert meta[0]["_id"] == "f.a"
@@ -185,18 +227,30 @@ def test_meta_output_and_kickstart_fragment(tmp_path: Path) -> None:
 
 
 def test_mkdir_and_remove_entries(tmp_path: Path) -> None:
-    lst = [{"id": 1, "type": "mkdir", "target": {"site_label": "l", "url": f"file://{tmp_path}/d/e"}}]
+    lst = [
+        {"id": 1, "type": "mkdir", "target": {"site_label": "l", "url": f"file://{tmp_path}/d/e"}}
+    ]
     assert ferry("transfer", stdin=json.dumps(lst)).returncode == 0
     assert (tmp_path / "d" / "e").is_dir()
-    lst = [{"id": 1, "type": "remove",
-            "target": {"site_label": "l", "url": f"file://{tmp_path}/d", "recursive": "True"}}]
+    lst = [
+        {
+            "id": 1,
+            "type": "remove",
+            "target": {"site_label": "l", "url": f"file://{tmp_path}/d", "recursive": "True"},
+        }
+    ]
     assert ferry("transfer", stdin=json.dumps(lst)).returncode == 0
     assert not (tmp_path / "d").exists()
 
 
 def test_password_never_printed(tmp_path: Path) -> None:
-    lst = [entry("s", [("http://alice:hunter2secret@127.0.0.1:9/x?X-Amz-Signature=abcd1234", 1)],
-                 f"file://{tmp_path}/o")]
+    lst = [
+        entry(
+            "s",
+            [("http://alice:hunter2secret@127.0.0.1:9/x?X-Amz-Signature=abcd1234", 1)],
+            f"file://{tmp_path}/o",
+        )
+    ]
     p = ferry("transfer", "--json", "-m", "1", stdin=json.dumps(lst))
     assert p.returncode == 1
     assert "hunter2secret" not in p.stdout + p.stderr
@@ -213,7 +267,15 @@ def test_help_for_every_command() -> None:
 def test_standalone_entry_point(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"z")
     p = subprocess.run(
-        [sys.executable, "-m", "ferry.worker.transfer_cli", str(tmp_path / "a"), str(tmp_path / "b")],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "ferry.worker.transfer_cli",
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert p.returncode == 0 and (tmp_path / "b").read_bytes() == b"z"
