@@ -38,6 +38,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
 from ferry.plugins.errors import (
     FerryError,
     IncompleteTransfer,
@@ -52,13 +60,6 @@ from ferry.plugins.file import make_symlink, map_os_exceptions, move, part_name
 from ferry.plugins.protocol import Capability, Sink, Source
 from ferry.plugins.registry import Registry
 from ferry.plugins.url import URL, redact
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from .request import Endpoint, MkdirRequest, RemoveRequest, Request, TransferRequest
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 import msgspec
+
 from ferry.plugins.errors import ConfigError
 from ferry.plugins.url import URL, parse_url
 
