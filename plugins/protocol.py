@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, BinaryIO, ClassVar
 from .errors import IncompleteTransfer, IntegrityError, UnsupportedScheme
 
 if TYPE_CHECKING:
+    from .credentials import Credentials
     from .url import URL
 
 __all__ = [
@@ -96,10 +97,20 @@ class ProtocolContext:
     concurrency: int = 8
     #: per-request timeout in seconds for network protocols
     timeout: float = 60.0
-    #: path of the credentials file, if any (see docs/credentials.md)
+    #: path of the credentials file; None: $FERRY_CREDENTIALS, $PEGASUS_CREDENTIALS, defaults
     credentials_file: str | None = None
     #: free-form per-plugin settings from the command line or job spec
     settings: dict[str, str] = field(default_factory=dict)
+    _credentials: Credentials | None = field(default=None, repr=False)
+
+    @property
+    def credentials(self) -> Credentials:
+        """The credentials file's sections (loaded on first use; empty when there is none)."""
+        if self._credentials is None:
+            from .credentials import load_credentials
+
+            self._credentials = load_credentials(self.credentials_file)
+        return self._credentials
 
 
 def format_sha256(hexdigest: str) -> str:

@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 
 import pluggy
 
-from .errors import PluginError, PluginUnavailable, UnsupportedScheme
+from .errors import FerryError, PluginError, PluginUnavailable, UnsupportedScheme
 from .protocol import Capability, Protocol, ProtocolContext, ProtocolInfo
 from .spec import PROJECT, FerrySpec
 
@@ -194,6 +194,8 @@ class Registry:
             module = importlib.import_module(module_name)
             cls = getattr(module, attr)
             proto = cls(self.context)
+        except FerryError:
+            raise
         except ImportError as exc:
             raise PluginUnavailable(
                 f"plugin {entry.plugin!r} cannot load {module_name}: {exc}", plugin=entry.plugin

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import pluggy
 
+from .credentials import Credentials, Secret
 from .errors import (
     AuthError,
     ConfigError,
@@ -84,6 +85,7 @@ __all__ = [
     "Capability",
     "ConfigError",
     "ConnectError",
+    "Credentials",
     "FerryError",
     "FerrySpec",
     "IncompleteTransfer",
@@ -96,6 +98,7 @@ __all__ = [
     "Protocol",
     "ProtocolContext",
     "ProtocolInfo",
+    "Secret",
     "Sink",
     "Source",
     "Stat",

@@ -110,6 +110,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tmpdir", metavar="DIR", help="where two-stage transfers keep temporary files"
     )
     parser.add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="credentials file (default: $FERRY_CREDENTIALS, $PEGASUS_CREDENTIALS,"
+        " ~/.ferry/credentials.conf); see docs/credentials.md",
+    )
+    parser.add_argument(
         "--progress",
         choices=("auto", "bar", "log", "none"),
         default="auto",
@@ -205,14 +211,16 @@ def _integrity_outputs(args: argparse.Namespace, results: Sequence[TransferResul
 
 def run(args: argparse.Namespace) -> int:
     _setup_logging(args.debug)
+    threads = _threads(args.threads)
+    context = ProtocolContext(concurrency=threads, credentials_file=args.credentials)
     try:
         requests = _requests(args)
+        context.credentials  # noqa: B018 - a bad credentials file fails the run up front
     except ConfigError as exc:
         log.critical("%s", exc)
         if args.json:
             print(json.dumps({"ok": False, "error": redact(str(exc)), "transfers": []}))
         return 1
-    threads = _threads(args.threads)
     config = TransferConfig(
         threads=threads,
         max_attempts=max(1, args.max_attempts),
@@ -231,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     elif mode == "log":
         subscribers.append(LogProgress())
     summary = Summary()
-    registry = Registry(ProtocolContext(concurrency=threads))
+    registry = Registry(context)
     engine = Engine(registry, config, subscribers)
     previous = signal.getsignal(signal.SIGTERM)
 
