@@ -55,6 +55,7 @@ from ferry.plugins.errors import (
     ThrottledError,
     TransferError,
     TransientError,
+    UnsupportedScheme,
 )
 from ferry.plugins.file import make_symlink, map_os_exceptions, move, part_name
 from ferry.plugins.protocol import Capability, Sink, Source
@@ -492,7 +493,11 @@ class Engine:
         if route == "upload":
             return self._upload(src.url.local_path, dst, req.sha256, progress)
         if route == "third-party":
-            stat = self.registry.protocol(src.url.scheme).copy(src.url, dst, req.sha256)
+            try:
+                stat = self.registry.protocol(src.url.scheme).copy(src.url, dst, req.sha256)
+            except UnsupportedScheme:
+                # the service cannot copy this pair itself (say, two S3 endpoints)
+                return self._two_stage(src.url, dst, req, progress)
             sha = stat.checksums.get("sha256")
             if req.sha256 and sha and sha != req.sha256:
                 raise _mismatch(req, dst, req.sha256, sha)
