@@ -77,6 +77,14 @@ class FerrySpec:
             library may be imported here.
         """
 
+    @hookspec
+    def ferry_runtimes(self) -> list[object]:  # type: ignore[empty-body]
+        """Declare container runtimes (see :mod:`ferry.containers.runtimes`).
+
+        :return: a list of ``ferry.containers.runtimes.Runtime`` subclasses (classes,
+            not instances). Must be cheap: probe for binaries later, not here.
+        """
+
 
 __all__ = [
     "API_VERSION",
