@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ferry.worker.transfer_cli",
         "copy files between URLs (pegasus-transfer's JSON list, or SRC DEST)",
     ),
+    "worker": ("ferry.worker.worker_cli", "run one job from its job spec on this node"),
     "plugins": ("ferry.worker.plugins_cli", "list protocol plugins, their schemes and status"),
 }
 

@@ -108,6 +108,8 @@ class AttemptRecord:
     error: str | None = None
     error_type: str | None = None
     transient: bool | None = None
+    #: structured facts about the failure (IntegrityError: expected, actual)
+    details: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -121,6 +123,8 @@ class AttemptRecord:
         }
         if not self.ok:
             data.update(error=self.error, error_type=self.error_type, transient=self.transient)
+            if self.details:
+                data["details"] = dict(self.details)
         return data
 
 
@@ -424,6 +428,11 @@ class Engine:
             error=_describe(exc),
             error_type=type(exc).__name__,
             transient=isinstance(exc, TransientError),
+            details=(
+                {"expected": exc.expected, "actual": exc.actual}
+                if isinstance(exc, IntegrityError)
+                else {}
+            ),
         )
 
     def _route(self, src: URL, dst: URL, req: TransferRequest) -> str:
