@@ -28,3 +28,7 @@ fi
 extras="all"
 [ "$want_test" = 1 ] && extras="all,test"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
+if [ "$want_test" = 1 ]; then
+    # the example third-party plugin: the suite checks it is found and passes the kit
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e examples/ferry-store
+fi
