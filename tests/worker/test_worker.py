@@ -260,7 +260,7 @@ def test_periodic_checkpoint_stage_out(tmp_path: Path) -> None:
     ck_url = f"file://{tmp_path}/ck/state.ckpt"
     spec = write_spec(
         tmp_path,
-        arguments=["-c", "for i in 1 2 3 4 5 6 7 8; do echo $i > state.ckpt; sleep 0.25; done"],
+        arguments=["-c", "for i in 1 2 3 4 5 6 7 8; do echo $i > s.tmp; mv s.tmp state.ckpt; sleep 0.25; done"],
         checkpoints=[{"lfn": "state.ckpt", "url": ck_url}],
         checkpoint_interval=0.5,
     )

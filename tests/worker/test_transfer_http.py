@@ -1,0 +1,196 @@
+"""`ferry transfer` over real HTTP and WebDAV servers: faults, retries, fallback, routes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.servers import FaultServer, NginxServer, WebdavServer
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ferry(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ferry.planner.cli", "transfer", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def entry(lfn: str, srcs: list[tuple[str, int]], dest: str, **kw: object) -> dict[str, object]:
+    return {
+        "type": "transfer",
+        "lfn": lfn,
+        "id": 1,
+        "src_urls": [{"site_label": "s", "url": u, "priority": p} for u, p in srcs],
+        "dest_urls": [{"site_label": "d", "url": dest}],
+        **kw,
+    }
+
+
+def test_dropped_connection_every_time_leaves_no_partial_file(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    data = os.urandom(1 << 20)
+    route = fault_server.add(
+        "/always-drops.bin", data, drop_after=1000, drop_times=100, ranges=False
+    )
+    dest = tmp_path / "out" / "always-drops.bin"
+    p = ferry(
+        f"{fault_server.url}/always-drops.bin", str(dest), "-m", "2", "--backoff", "0.05", "--json"
+    )
+    assert p.returncode == 1
+    t = json.loads(p.stdout)["transfers"][0]
+    assert t["error_type"] == "IncompleteTransfer"
+    assert len(t["attempts"]) == 2 and all(a["transient"] for a in t["attempts"])
+    assert route.count >= 2  # both rounds really went to the server
+    assert not dest.exists()
+    assert not any("ferry-part" in p.name for p in (tmp_path / "out").iterdir())
+
+
+def test_resume_after_drop_and_retry_after_503(fault_server: FaultServer, tmp_path: Path) -> None:
+    data = os.urandom(3 << 20)
+    route = fault_server.add("/resumable.bin", data, drop_after=(1 << 20) + 5, drop_times=1)
+    throttled = fault_server.add(
+        "/throttled.bin", b"later", status=503, status_times=1, status_headers={"Retry-After": "1"}
+    )
+    lst = [
+        entry(
+            "resumable.bin",
+            [(f"{fault_server.url}/resumable.bin", 1)],
+            f"file://{tmp_path}/resumable.bin",
+            sha256=sha(data),
+        ),
+        entry(
+            "throttled.bin",
+            [(f"{fault_server.url}/throttled.bin", 1)],
+            f"file://{tmp_path}/throttled.bin",
+            sha256=sha(b"later"),
+        ),
+    ]
+    p = ferry("--json", "--backoff", "0.05", stdin=json.dumps(lst))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "resumable.bin").read_bytes() == data
+    assert route.range_requests == [f"bytes={(1 << 20) + 5}-"]  # resumed, not restarted
+    rep = {t["lfn"]: t for t in json.loads(p.stdout)["transfers"]}
+    assert rep["throttled.bin"]["retries"] == 1 and throttled.count == 2
+    assert rep["throttled.bin"]["attempts"][0]["error_type"] == "ThrottledError"
+
+
+def test_replica_fallback_404_then_mirror(
+    fault_server: FaultServer, nginx_server: NginxServer, tmp_path: Path
+) -> None:
+    data = os.urandom(70_000)
+    (nginx_server.root / "mirror.bin").write_bytes(data)
+    lst = [
+        entry(
+            "mirror.bin",
+            [
+                (f"{nginx_server.url}/missing/mirror.bin", 100),
+                (f"{nginx_server.url}/mirror.bin", 10),
+            ],
+            f"file://{tmp_path}/mirror.bin",
+            sha256=sha(data),
+        )
+    ]
+    p = ferry("--json", stdin=json.dumps(lst))
+    assert p.returncode == 0
+    t = json.loads(p.stdout)["transfers"][0]
+    assert [a["error_type"] for a in t["attempts"] if not a["ok"]] == ["NotFound"]
+    assert t["source"] == f"{nginx_server.url}/mirror.bin"
+    assert (tmp_path / "mirror.bin").read_bytes() == data
+
+
+def test_corrupt_replica_falls_back_to_good_one(nginx_server: NginxServer, tmp_path: Path) -> None:
+    good = os.urandom(50_000)
+    (nginx_server.root / "corrupt.bin").write_bytes(good[:-1] + b"X")
+    (nginx_server.root / "good.bin").write_bytes(good)
+    lst = [
+        entry(
+            "f",
+            [(f"{nginx_server.url}/corrupt.bin", 9), (f"{nginx_server.url}/good.bin", 1)],
+            f"file://{tmp_path}/f",
+            sha256=sha(good),
+        )
+    ]
+    p = ferry("--json", stdin=json.dumps(lst))
+    assert p.returncode == 0
+    t = json.loads(p.stdout)["transfers"][0]
+    assert t["attempts"][0]["error_type"] == "IntegrityError"
+    assert t["attempts"][0]["details"]["actual"] == sha(good[:-1] + b"X")
+    assert (tmp_path / "f").read_bytes() == good
+
+
+def test_many_files_from_nginx(nginx_server: NginxServer, tmp_path: Path) -> None:
+    blobs = {f"many/{i}.dat": os.urandom(64 * 1024) for i in range(120)}
+    (nginx_server.root / "many").mkdir(exist_ok=True)
+    for name, d in blobs.items():
+        (nginx_server.root / name).write_bytes(d)
+    lst = [
+        entry(n, [(f"{nginx_server.url}/{n}", 1)], f"file://{tmp_path}/{n}", sha256=sha(d))
+        for n, d in blobs.items()
+    ]
+    p = ferry("-n", "16", stdin=json.dumps(lst))
+    assert p.returncode == 0, p.stderr
+    for n, d in blobs.items():
+        assert (tmp_path / n).read_bytes() == d
+
+
+def test_two_stage_http_to_webdav(
+    nginx_server: NginxServer, webdav_server: WebdavServer, tmp_path: Path
+) -> None:
+    data = os.urandom(2 << 20)
+    (nginx_server.root / "two.bin").write_bytes(data)
+    p = ferry(
+        "--json",
+        f"{nginx_server.url}/two.bin",
+        f"{webdav_server.url}/stage/two.bin",
+        "--sha256",
+        sha(data),
+        "--tmpdir",
+        str(tmp_path),
+    )
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["transfers"][0]["route"] == "two-stage"
+    assert (webdav_server.root / "stage" / "two.bin").read_bytes() == data
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone
+
+
+def test_webdav_credentials_file_with_real_secrets(
+    webdav_auth_server: WebdavServer, tmp_path: Path
+) -> None:
+    password = webdav_auth_server.password
+    assert password
+    conf = tmp_path / "creds.conf"
+    conf.write_text(
+        f"[127.0.0.1:{webdav_auth_server.port}]\nusername = {webdav_auth_server.user}\n"
+        f"password = {password}\nheader.X-Extra = token-value-123\n"
+    )
+    conf.chmod(0o600)
+    (tmp_path / "a.bin").write_bytes(b"authenticated bytes")
+    url = f"{webdav_auth_server.url}/creds/a.bin"
+    up = ferry("--json", "-d", "--credentials", str(conf), str(tmp_path / "a.bin"), url)
+    assert up.returncode == 0, up.stderr
+    assert (webdav_auth_server.root / "creds" / "a.bin").read_bytes() == b"authenticated bytes"
+    down = ferry("--json", "-d", url, str(tmp_path / "b.bin"), env={"FERRY_CREDENTIALS": str(conf)})
+    assert down.returncode == 0 and (tmp_path / "b.bin").read_bytes() == b"authenticated bytes"
+    conf.write_text(conf.read_text().replace(password, "wrong-" + password))
+    bad = ferry("--json", "-d", "--credentials", str(conf), url, str(tmp_path / "c.bin"))
+    assert (
+        bad.returncode == 1 and json.loads(bad.stdout)["transfers"][0]["error_type"] == "AuthError"
+    )
+    for p in (up, down, bad):
+        assert password not in p.stdout + p.stderr
+        assert "token-value-123" not in p.stdout + p.stderr
