@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
+from stat import S_ISDIR
 
 from .errors import (
     IncompleteTransfer,
@@ -97,10 +98,10 @@ class FileProtocol(Protocol):
     def get(self, url: URL, sink: Sink, progress: Callable[[int], None] | None = None) -> None:
         path = url.local_path
         with map_os_exceptions(url, "read"):
-            if os.path.isdir(path):
-                raise PermanentError(f"cannot read {path}: is a directory", url=str(url))
             with open(path, "rb", buffering=0) as f:
                 before = os.fstat(f.fileno())
+                if S_ISDIR(before.st_mode):
+                    raise PermanentError(f"cannot read {path}: is a directory", url=str(url))
                 sink.set_size(before.st_size)
                 if sink.offset:
                     f.seek(sink.offset)

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash setup.sh --test
-.venv/bin/python -m ruff check plugins containers worker planner tests benchmarks examples
+.venv/bin/python -m ruff check .
 exec .venv/bin/python -m pytest "$@"

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from tenacity import (
     RetryCallState,
@@ -71,6 +71,8 @@ __all__ = [
     "TransferConfig",
     "TransferResult",
 ]
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -275,35 +277,27 @@ class Engine:
         kind = "mkdir" if isinstance(request, MkdirRequest) else "remove"
         result = TransferResult(request, ok=False, kind=kind)
         url = request.target.url
+
+        def one_round(round_no: int) -> None:
+            t0 = time.monotonic()
+            try:
+                proto = self.registry.protocol(url.scheme)
+                if isinstance(request, MkdirRequest):
+                    proto.mkdir(url)
+                else:
+                    proto.remove(url, recursive=request.recursive)
+            except FerryError as exc:
+                result.attempts.append(self._failure(round_no, url, url, kind, t0, exc))
+                transient = isinstance(exc, TransientError)
+                raise (_Retryable if transient else _AllSourcesFailed)(
+                    exc, transient, getattr(exc, "retry_after", None)
+                ) from exc
+            result.attempts.append(
+                AttemptRecord(round_no, str(url), str(url), kind, True, time.monotonic() - t0)
+            )
+
         try:
-            for attempt in self._retrying():
-                with attempt:
-                    t0 = time.monotonic()
-                    try:
-                        proto = self.registry.protocol(url.scheme)
-                        if isinstance(request, MkdirRequest):
-                            proto.mkdir(url)
-                        else:
-                            proto.remove(url, recursive=request.recursive)
-                    except FerryError as exc:
-                        rec = self._failure(
-                            attempt.retry_state.attempt_number, url, url, kind, t0, exc
-                        )
-                        result.attempts.append(rec)
-                        transient = isinstance(exc, TransientError)
-                        raise (_Retryable if transient else _AllSourcesFailed)(
-                            exc, transient, getattr(exc, "retry_after", None)
-                        ) from exc
-                    result.attempts.append(
-                        AttemptRecord(
-                            attempt.retry_state.attempt_number,
-                            str(url),
-                            str(url),
-                            kind,
-                            True,
-                            time.monotonic() - t0,
-                        )
-                    )
+            self._rounds(one_round)
             result.ok = True
         except _AllSourcesFailed as exc:
             result.error = f"{request.label}: {_describe(exc.last)}"
@@ -311,6 +305,32 @@ class Engine:
         return result
 
     # -- transfers ---------------------------------------------------------
+
+    def _rounds(self, one_round: Callable[[int], _T]) -> _T:
+        """``one_round(1)``, then more rounds with backoff while it raises ``_Retryable``.
+
+        The first round runs without building the tenacity machinery (a
+        Retrying object and a future per attempt cost more than copying a
+        small file); after a transient failure tenacity takes over, with
+        round 1 replayed from the recorded failure so that numbering, waits
+        and ``Retry-After`` are exactly those of a tenacity loop from the start.
+        """
+        try:
+            return one_round(1)
+        except _Retryable as exc:
+            if self.config.max_attempts <= 1:
+                raise
+            first = exc
+
+        def replayed(round_no: int) -> _T:
+            if round_no == 1:
+                raise first
+            return one_round(round_no)
+
+        for attempt in self._retrying():
+            with attempt:
+                return replayed(attempt.retry_state.attempt_number)
+        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
 
     def _retrying(self) -> Retrying:
         cfg = self.config
@@ -342,59 +362,59 @@ class Engine:
             reported[0] += n
             self._emit("on_progress", req, n)
 
+        def one_round(round_no: int) -> TransferResult:
+            last: FerryError | None = None
+            any_transient = False
+            retry_after: float | None = None
+            for idx, src in enumerate(sources):
+                if idx in dead:
+                    continue
+                if self._cancel.is_set():
+                    raise _AllSourcesFailed(
+                        TransferError("cancelled"), transient=False, retry_after=None
+                    )
+                if reported[0]:
+                    self._emit("on_progress", req, -reported[0])
+                    reported[0] = 0
+                t0 = time.monotonic()
+                route = self._route(src.url, req.dest.url, req)
+                try:
+                    done = self._guarded(route, src, req, progress)
+                except FerryError as exc:
+                    rec = self._failure(round_no, src.url, req.dest.url, route, t0, exc)
+                    result.attempts.append(rec)
+                    self._emit("on_attempt_failed", req, rec)
+                    last = exc
+                    if isinstance(exc, TransientError):
+                        any_transient = True
+                        if isinstance(exc, ThrottledError) and exc.retry_after:
+                            retry_after = max(retry_after or 0, exc.retry_after)
+                    else:
+                        dead.add(idx)
+                    continue
+                result.attempts.append(
+                    AttemptRecord(
+                        round_no,
+                        str(src.url),
+                        str(req.dest.url),
+                        route,
+                        True,
+                        time.monotonic() - t0,
+                        done.bytes,
+                    )
+                )
+                result.ok = True
+                result.bytes = done.bytes
+                result.sha256 = done.sha256
+                result.route = route
+                result.source = str(src.url)
+                return result
+            assert last is not None
+            cls = _Retryable if any_transient else _AllSourcesFailed
+            raise cls(last, any_transient, retry_after)
+
         try:
-            for attempt in self._retrying():
-                with attempt:
-                    round_no = attempt.retry_state.attempt_number
-                    last: FerryError | None = None
-                    any_transient = False
-                    retry_after: float | None = None
-                    for idx, src in enumerate(sources):
-                        if idx in dead:
-                            continue
-                        if self._cancel.is_set():
-                            raise _AllSourcesFailed(
-                                TransferError("cancelled"), transient=False, retry_after=None
-                            )
-                        if reported[0]:
-                            self._emit("on_progress", req, -reported[0])
-                            reported[0] = 0
-                        t0 = time.monotonic()
-                        route = self._route(src.url, req.dest.url, req)
-                        try:
-                            done = self._guarded(route, src, req, progress)
-                        except FerryError as exc:
-                            rec = self._failure(round_no, src.url, req.dest.url, route, t0, exc)
-                            result.attempts.append(rec)
-                            self._emit("on_attempt_failed", req, rec)
-                            last = exc
-                            if isinstance(exc, TransientError):
-                                any_transient = True
-                                if isinstance(exc, ThrottledError) and exc.retry_after:
-                                    retry_after = max(retry_after or 0, exc.retry_after)
-                            else:
-                                dead.add(idx)
-                            continue
-                        result.attempts.append(
-                            AttemptRecord(
-                                round_no,
-                                str(src.url),
-                                str(req.dest.url),
-                                route,
-                                True,
-                                time.monotonic() - t0,
-                                done.bytes,
-                            )
-                        )
-                        result.ok = True
-                        result.bytes = done.bytes
-                        result.sha256 = done.sha256
-                        result.route = route
-                        result.source = str(src.url)
-                        return result
-                    assert last is not None
-                    cls = _Retryable if any_transient else _AllSourcesFailed
-                    raise cls(last, any_transient, retry_after)
+            return self._rounds(one_round)
         except _AllSourcesFailed as exc:
             result.error = self._summary(req, result)
             result.error_type = type(exc.last).__name__
@@ -527,9 +547,13 @@ class Engine:
                     return _Done(os.path.getsize(dest), sha)
         proto = self.registry.protocol(src.scheme)
         with map_os_exceptions(f"file://{dest}", "write"):
-            os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
             tmp = part_name(dest)
-            sink = Sink(tmp)
+            try:
+                sink = Sink(tmp)
+            except FileNotFoundError:
+                # the directory is missing: make it (only then, not per file)
+                os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+                sink = Sink(tmp)
         try:
             try:
                 proto.get(src, sink, progress)

@@ -88,8 +88,19 @@ def test_transfer_refuses_open_credentials_file(conf: Path, tmp_path: Path) -> N
     conf.chmod(0o644)
     (tmp_path / "a").write_bytes(b"x")
     p = subprocess.run(
-        [sys.executable, "-m", "ferry.planner.cli", "transfer", "--credentials", str(conf),
-         str(tmp_path / "a"), str(tmp_path / "b")],
-        capture_output=True, text=True, timeout=60, env={**os.environ},
+        [
+            sys.executable,
+            "-m",
+            "ferry.planner.cli",
+            "transfer",
+            "--credentials",
+            str(conf),
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
     )
     assert p.returncode == 1 and "chmod 600" in p.stderr and not (tmp_path / "b").exists()
