@@ -43,7 +43,8 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from ferry.plugins.errors import (
@@ -334,9 +335,9 @@ class Engine:
 
     def _retrying(self) -> Retrying:
         cfg = self.config
-        backoff = wait_exponential_jitter(
-            initial=cfg.backoff_initial, max=cfg.backoff_max, jitter=cfg.backoff_jitter
-        )
+        backoff = wait_exponential(
+            multiplier=cfg.backoff_initial, max=cfg.backoff_max
+        ) + wait_random(0, cfg.backoff_jitter)
 
         def wait(state: RetryCallState) -> float:
             pause = backoff(state)
