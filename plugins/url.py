@@ -47,6 +47,7 @@ _SECRET_PARAMS = frozenset(
         "password",
         "secret",
         "key",
+        "upload_id",
     }
 )
 REDACTED = "***"
