@@ -217,6 +217,8 @@ class _Retryable(_AllSourcesFailed):
 class _Done:
     bytes: int
     sha256: str | None
+    #: the route actually taken, when it differs from the planned one
+    route: str | None = None
 
 
 class Engine:
@@ -398,7 +400,7 @@ class Engine:
                         round_no,
                         str(src.url),
                         str(req.dest.url),
-                        route,
+                        done.route or route,
                         True,
                         time.monotonic() - t0,
                         done.bytes,
@@ -407,7 +409,7 @@ class Engine:
                 result.ok = True
                 result.bytes = done.bytes
                 result.sha256 = done.sha256
-                result.route = route
+                result.route = done.route or route
                 result.source = str(src.url)
                 return result
             assert last is not None
@@ -527,7 +529,9 @@ class Engine:
                 stat = self.registry.protocol(src.url.scheme).copy(src.url, dst, req.sha256)
             except UnsupportedScheme:
                 # the service cannot copy this pair itself (say, two S3 endpoints)
-                return self._two_stage(src.url, dst, req, progress)
+                staged = self._two_stage(src.url, dst, req, progress)
+                staged.route = "two-stage"
+                return staged
             sha = stat.checksums.get("sha256")
             if req.sha256 and sha and sha != req.sha256:
                 raise _mismatch(req, dst, req.sha256, sha)

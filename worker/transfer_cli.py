@@ -110,6 +110,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tmpdir", metavar="DIR", help="where two-stage transfers keep temporary files"
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a protocol setting, e.g. s3.part_size=16777216 (repeatable; see docs/protocols/)",
+    )
+    parser.add_argument(
         "--credentials",
         metavar="FILE",
         help="credentials file (default: $FERRY_CREDENTIALS, $PEGASUS_CREDENTIALS,"
@@ -190,6 +197,16 @@ def _requests(args: argparse.Namespace) -> list[Request]:
     return parse_transfer_list(data, source=name, meta_lookup=meta)
 
 
+def _settings(pairs: Sequence[str]) -> dict[str, str]:
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
+        settings[key.strip()] = value.strip()
+    return settings
+
+
 def _report_failures(results: Sequence[TransferResult]) -> None:
     failed = [r for r in results if not r.ok]
     if not failed:
@@ -219,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
     threads = _threads(args.threads)
     context = ProtocolContext(concurrency=threads, credentials_file=args.credentials)
     try:
+        context.settings.update(_settings(args.set))
         requests = _requests(args)
         context.credentials  # noqa: B018 - a bad credentials file fails the run up front
     except ConfigError as exc:
