@@ -10,6 +10,8 @@ want_test=0
 apt_pkgs=()
 if [ "$want_test" = 1 ]; then
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_pkgs+=(nginx-light)
+    command -v ch-run >/dev/null 2>&1 || apt_pkgs+=(charliecloud-runtime)
+    [ -x /bin/busybox ] || apt_pkgs+=(busybox-static)
 fi
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then

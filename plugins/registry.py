@@ -122,8 +122,8 @@ class Registry:
             return self._entries
         entries: list[ProtocolEntry] = []
         self._hook_failures = []
-        # hookimpls come last-registered first; use (and prefer) registration order
-        for impl in reversed(self.pm.hook.ferry_protocols.get_hookimpls()):
+        # get_hookimpls() is in registration order: earlier plugins are preferred
+        for impl in self.pm.hook.ferry_protocols.get_hookimpls():
             name = impl.plugin_name
             try:
                 infos = impl.function()
