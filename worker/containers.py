@@ -1,0 +1,127 @@
+"""The worker's side of containers: stage the image through the engine, pick and
+prepare a runtime, and wrap the job's command line (docs/containers.md)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ferry.containers import ImageCache, ImageSpec, load_runtimes, select_runtime
+from ferry.plugins.errors import IntegrityError, TransferError
+from ferry.plugins.url import parse_url
+
+from .record import TransferEntry
+from .request import Endpoint, TransferRequest
+
+if TYPE_CHECKING:
+    from .job import JobWorker
+
+__all__ = ["ContainerRun", "prepare_container"]
+
+
+@dataclass
+class ContainerRun:
+    """A prepared image and runtime; :meth:`command` wraps the job's argv."""
+
+    runtime: Any
+    prepared: Any
+    workdir: str
+    job_env: dict[str, str]
+    gpus: int
+    gpu_vendor: str
+    mounts: list[str]
+    name: str
+
+    def command(
+        self, argv: list[str], *, env: Mapping[str, str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """Host argv and host environment; the container sees only the job's variables."""
+        del env  # the node's environment stays outside the container
+        inner = list(argv)
+        if inner and inner[0].startswith(self.workdir + "/"):
+            # a staged executable: the work directory is mounted at /srv inside
+            inner[0] = "/srv/" + inner[0][len(self.workdir) + 1 :]
+        return self.runtime.command(
+            self.prepared,
+            inner,
+            workdir=self.workdir,
+            env=self.job_env,
+            gpus=self.gpus,
+            gpu_vendor=self.gpu_vendor,
+            mounts=self.mounts,
+            name=self.name,
+        )
+
+
+def prepare_container(worker: JobWorker) -> ContainerRun:
+    """Stage the job's image into the node cache and prepare a runtime for it."""
+    spec = worker.spec
+    assert spec.container is not None
+    image = ImageSpec.from_container(spec.container)
+
+    def fetch(url: str, dest: str, expected: str | None) -> str:
+        t0 = time.monotonic()
+        req = TransferRequest(
+            sources=[Endpoint(parse_url(url))],
+            dest=Endpoint(parse_url(f"file://{dest}")),
+            lfn=image.name or parse_url(url).basename,
+            sha256=expected,
+        )
+        [res] = worker.engine.run([req])
+        worker.record.transfers.append(
+            TransferEntry(
+                direction="image",
+                lfn=req.lfn or url,
+                ok=res.ok,
+                source=res.source,
+                dest=f"file://{dest}",
+                bytes=res.bytes,
+                duration=round(time.monotonic() - t0, 6),
+                attempts=len(res.attempts),
+                sha256=f"sha256:{res.sha256}" if res.sha256 else None,
+                expected_sha256=f"sha256:{expected}" if expected else None,
+                route=res.route,
+                error=res.error,
+                tried=[a.to_json() for a in res.attempts if not a.ok],
+            )
+        )
+        if not res.ok:
+            if res.error_type == "IntegrityError":
+                details = next((a.details for a in res.attempts if a.details), {})
+                raise IntegrityError(
+                    res.error or "image sha256 mismatch",
+                    expected=details.get("expected", expected or ""),
+                    actual=details.get("actual", ""),
+                    url=url,
+                )
+            raise TransferError(res.error or f"cannot fetch image {url}", url=url)
+        assert res.sha256 is not None
+        return res.sha256
+
+    cache = ImageCache()
+    staged = cache.stage(image, fetch)
+    runtime = select_runtime(image, staged, load_runtimes(worker.registry))
+    prepared = runtime.prepare(staged, cache, mounts=image.mounts)
+    worker.record.container = {
+        "image": staged.source or spec.container.image,
+        "kind": staged.kind,
+        "runtime": runtime.name,
+        "sha256": f"sha256:{staged.sha256}" if staged.sha256 else None,
+        "cached": staged.cached,
+        "linked": staged.linked,
+        "path": staged.path,
+    }
+    job_env = dict(spec.environment)
+    job_env.update(FERRY_JOB_ID=spec.id, FERRY_WORK_DIR="/srv")
+    return ContainerRun(
+        runtime=runtime,
+        prepared=prepared,
+        workdir=worker.workdir,
+        job_env=job_env,
+        gpus=spec.resources.gpus,
+        gpu_vendor=spec.resources.gpu_vendor,
+        mounts=list(image.mounts),
+        name=f"ferry-{spec.id}-{worker.record.attempt}",
+    )
