@@ -87,6 +87,8 @@ class Job:
     node_label: str | None = None
     #: "job", "pegasusWorkflow" or "condorWorkflow"
     kind: str = "job"
+    #: the job's ``metadata`` mapping, if any
+    metadata: dict[str, object] | None = None
 
     @property
     def transformation(self) -> str:
@@ -113,6 +115,8 @@ class ReplicaCatalog:
     entries: dict[str, list[Replica]] = field(default_factory=dict)
     regex: list[tuple[object, list[Replica]]] = field(default_factory=list)
     checksums: dict[str, str] = field(default_factory=dict)
+    #: LFN -> the entry's ``metadata`` mapping
+    metadata: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 @dataclass
@@ -228,6 +232,8 @@ class Workflow:
     #: things read but not supported yet (hooks, sub-workflows): one line each
     warnings: list[str] = field(default_factory=list)
     source: str = "<workflow>"
+    #: the Pegasus properties in force (pegasus.properties, --conf, overrides)
+    properties: dict[str, str] = field(default_factory=dict)
 
     def intern(self, lfn: str) -> int:
         idx = self.lfn_index.get(lfn)
