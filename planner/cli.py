@@ -21,6 +21,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "worker": ("ferry.worker.worker_cli", "run one job from its job spec on this node"),
     "plugins": ("ferry.worker.plugins_cli", "list protocol plugins, their schemes and status"),
+    "plan": ("ferry.planner.plan_cli", "plan a Pegasus 5 workflow into a run directory"),
+    "run": ("ferry.planner.run_cli", "plan and run a workflow on this machine (or --resume one)"),
+    "status": ("ferry.planner.status", "show where a run stands"),
+    "statistics": ("ferry.planner.statistics", "summary statistics of a run (pegasus-statistics)"),
+    "analyze": ("ferry.planner.analyze", "report the failed jobs of a run (pegasus-analyzer)"),
+    "remove": ("ferry.planner.remove", "stop a running workflow cleanly"),
 }
 
 

@@ -1,0 +1,622 @@
+"""Planning: an abstract workflow -> a run directory of job specs (docs/planner.md, docs/rundir.md).
+
+The passes, in order:
+
+1. **graph**: edges from ``jobDependencies`` and from files (:mod:`.graph`);
+   a cycle or a file two jobs output is an error naming them.
+2. **validation**, before anything is written: every job's transformation
+   resolves (:meth:`.specs.SpecBuilder.check_transformation`), every input is
+   produced by a job or has a replica, every LFN is a relative path.
+3. **sites**: compute sites, staging and output locations (:mod:`.sites`).
+4. **data reuse** (unless ``force``): a job whose outputs all exist already, in
+   the replica catalog or (``reuse_output_site``) at the output site, is
+   pruned; so is, in cascade, a job all of whose children are pruned and none
+   of whose staged-out outputs is missing.
+5. **clustering**: jobs of one transformation on one level of the graph are
+   grouped when their ``pegasus`` profile ``clusters.size`` (jobs per
+   cluster) or ``clusters.num`` (clusters per level) asks; ``size`` wins when
+   both are set. A cluster is one plan entry run by one worker process.
+6. **cleanup**: ``inplace`` removes each intermediate file from staging once
+   the jobs that write and read it have succeeded; ``leaf`` removes them all
+   when the whole workflow has succeeded; ``none`` keeps them.
+7. **write**: the job specs (in parallel processes for large plans), then
+   ``plan.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from array import array
+from dataclasses import dataclass, field
+
+import msgspec
+
+from ferry.worker.jobspec import SourceURL
+
+from . import profiles as prof
+from .graph import Graph, PlanError, build_graph, job_inputs, job_outputs
+from .model import USE_CHECKPOINT, Workflow
+from .rundir import PLAN_VERSION, CleanupAction, ClusterFile, Plan, PlanJob, Register, RunDir
+from .sites import SiteLayout, resolve_sites
+from .specs import SpecBuilder, _replicas
+
+__all__ = ["PlanError", "PlanOptions", "PlanResult", "plan_workflow"]
+
+CLEANUP_MODES = ("none", "leaf", "inplace")
+MAX_ERRORS = 20
+#: plans with at least this many entries write their specs from several processes
+PARALLEL_THRESHOLD = 5000
+
+
+@dataclass
+class PlanOptions:
+    run_dir: str
+    sites: list[str] | None = None
+    output_sites: list[str] | None = None
+    output_dir: str | None = None
+    #: compute site (or "*") -> staging site
+    staging_sites: dict[str, str] | None = None
+    cleanup: str = "inplace"
+    force: bool = False
+    reuse_output_site: bool = False
+    #: retries of a job without a dagman.retry profile
+    retries: int = 1
+    cluster: bool = True
+    backend: str = "local"
+    #: processes that write specs (None: the number of CPUs)
+    writers: int | None = None
+
+
+@dataclass
+class PlanResult:
+    run_dir: str
+    workflow: str
+    jobs: int
+    entries: int
+    clusters: int
+    pruned: int
+    cleanup_actions: int
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+_BAD_ID = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def plan_workflow(wf: Workflow, options: PlanOptions) -> PlanResult:
+    """Plan ``wf`` into ``options.run_dir``; bad input raises :class:`PlanError` first."""
+    t0 = time.monotonic()
+    if options.cleanup not in CLEANUP_MODES:
+        raise PlanError(
+            f"--cleanup must be one of {', '.join(CLEANUP_MODES)}, not {options.cleanup!r}"
+        )
+    rd = RunDir(options.run_dir)
+    if rd.exists():
+        raise PlanError(f"{rd} already holds a plan; choose another run directory")
+    warnings = list(wf.warnings)
+    dropped = _drop_unsupported(wf, warnings)
+    if not any(not d for d in dropped):
+        raise PlanError(f"{wf.source}: the workflow has no jobs ferry can run")
+
+    graph = build_graph(wf)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    layout = resolve_sites(
+        wf.site_catalog,
+        run_dir=rd.path,
+        run_id=run_id,
+        workflow=wf.name,
+        sites=options.sites,
+        output_sites=options.output_sites,
+        output_dir=options.output_dir,
+        staging_sites=options.staging_sites,
+    )
+    n = len(wf.jobs)
+    kept = bytearray(b"\x01") * n
+    for j, d in enumerate(dropped):
+        if d:
+            kept[j] = 0
+    builder = SpecBuilder(
+        wf,
+        graph,
+        layout,
+        records_dir=rd.records,
+        kept=kept,
+        staged=bytearray(len(wf.lfns)),
+        reused_sources={},
+        job_site=_job_sites(wf, layout),
+        default_retries=options.retries,
+    )
+    _validate(wf, graph, builder, kept)
+
+    pruned_ids: list[str] = []
+    if not options.force:
+        pruned_ids = _reuse(wf, graph, builder, layout, kept, options.reuse_output_site)
+    staged = _staged(wf, graph, kept)
+    builder.staged = staged
+
+    entries = _entries(wf, graph, builder, kept, options.cluster)
+    entry_of = array("i", [-1]) * n
+    for e, members in enumerate(entries):
+        for j in members:
+            entry_of[j] = e
+    ids = _entry_ids(wf, graph, builder, entries)
+
+    plan_jobs: list[PlanJob] = []
+    for e, members in enumerate(entries):
+        first = wf.jobs[members[0]]
+        site = builder.site_of(members[0])
+        parents = sorted({entry_of[p] for j in members for p in graph.parents[j] if kept[p]} - {e})
+        register = [Register(*r) for j in members for r in builder.register(j)]
+        is_cluster = len(members) > 1
+        plan_jobs.append(
+            PlanJob(
+                id=ids[e],
+                transformation=first.transformation,
+                spec=rd.spec_path(e, f"{ids[e]}.cluster.json" if is_cluster else f"{ids[e]}.json"),
+                parents=[ids[p] for p in parents],
+                retries=max(builder.retries(wf.jobs[j], builder.site_of(j)) for j in members),
+                members=[wf.jobs[j].id for j in members] if is_cluster else None,
+                site=site,
+                register=register,
+            )
+        )
+    cleanup = _cleanup(wf, graph, builder, kept, staged, entry_of, ids, options.cleanup)
+
+    os.makedirs(rd.path, exist_ok=True)
+    os.makedirs(rd.records, exist_ok=True)
+    os.makedirs(rd.join("jobs"), exist_ok=True)
+    _write_specs(rd, wf, builder, entries, ids, options.writers)
+    warnings.extend(builder.warnings)
+    plan = Plan(
+        version=PLAN_VERSION,
+        workflow=wf.name,
+        created=time.time(),
+        backend=options.backend,
+        options={
+            "source": wf.source,
+            "run_id": run_id,
+            "sites": layout.compute_sites,
+            "output_sites": [o.site for o in layout.outputs],
+            "output_dir": options.output_dir,
+            "cleanup": options.cleanup,
+            "force": options.force,
+            "reuse_output_site": options.reuse_output_site,
+            "retries": options.retries,
+            "cluster": options.cluster,
+            "layout": layout.to_json(),
+        },
+        jobs=plan_jobs,
+        cleanup=cleanup,
+        pruned=pruned_ids,
+        warnings=warnings,
+    )
+    rd.write_plan(plan)
+    return PlanResult(
+        run_dir=rd.path,
+        workflow=wf.name,
+        jobs=sum(len(m) for m in entries),
+        entries=len(entries),
+        clusters=sum(1 for m in entries if len(m) > 1),
+        pruned=len(pruned_ids),
+        cleanup_actions=len(cleanup),
+        warnings=warnings,
+        seconds=time.monotonic() - t0,
+    )
+
+
+# -- passes ----------------------------------------------------------------------------
+
+
+def _drop_unsupported(wf: Workflow, warnings: list[str]) -> list[bool]:
+    """Sub-workflow jobs are not planned (yet): warn, and cut them out with their edges."""
+    dropped = [job.kind != "job" for job in wf.jobs]
+    if any(dropped):
+        names = [f"{job.id} ({job.kind})" for job, d in zip(wf.jobs, dropped, strict=True) if d]
+        warnings.append(
+            "sub-workflow jobs are not supported yet and were left out of the plan: "
+            + ", ".join(names[:10])
+            + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        )
+        for j, d in enumerate(dropped):
+            if d:
+                wf.jobs[j].uses = []
+                wf.children[j] = []
+        for ch in wf.children:
+            ch[:] = [c for c in ch if not dropped[c]]
+    return dropped
+
+
+def _job_sites(wf: Workflow, layout: SiteLayout) -> list[str] | None:
+    """The compute site of each job: ``selector.execution.site`` if it names one of
+    ``--sites``, else the first compute site where the transformation is installed,
+    else the first compute site. None when there is only one site."""
+    sites = layout.compute_sites
+    if len(sites) == 1:
+        return None
+    tc = wf.transformation_catalog
+    by_tx: dict[str, str] = {}
+    out = []
+    for job in wf.jobs:
+        pinned = prof.get(job.profiles or {}, "selector", "execution.site")
+        if pinned in sites:
+            out.append(str(pinned))
+            continue
+        site = by_tx.get(job.transformation)
+        if site is None:
+            site = sites[0]
+            tx = tc.lookup(job) if tc.transformations else None
+            if tx is not None:
+                names = {s.name for s in tx.sites if s.type == "installed"}
+                site = next((s for s in sites if s in names), sites[0])
+            by_tx[job.transformation] = site
+        out.append(site)
+    return out
+
+
+def _bad_lfn(lfn: str) -> bool:
+    parts = lfn.split("/")
+    return lfn.startswith("/") or ".." in parts or not lfn
+
+
+def _validate(wf: Workflow, graph: Graph, builder: SpecBuilder, kept: bytearray) -> None:
+    errors: list[str] = []
+    rc = wf.replica_catalog
+    producer = graph.producer
+    checked_lfn = bytearray(len(wf.lfns))
+    for j, job in enumerate(wf.jobs):
+        if not kept[j]:
+            continue
+        if len(errors) >= MAX_ERRORS:
+            break
+        why = builder.check_transformation(job)
+        if why:
+            errors.append(why)
+        for u in job_inputs(job):
+            lfn = wf.lfns[u.lfn]
+            p = producer[u.lfn]
+            if p >= 0 and p != j and kept[p]:
+                continue
+            if not _replicas(rc, lfn):
+                errors.append(
+                    f"job {job.id}: input {lfn!r} is not produced by any job and has no"
+                    " replica in the replica catalog"
+                )
+        for u in job.uses:
+            if not checked_lfn[u.lfn]:
+                checked_lfn[u.lfn] = 1
+                if _bad_lfn(wf.lfns[u.lfn]):
+                    errors.append(
+                        f"job {job.id}: file {wf.lfns[u.lfn]!r} must be a relative path"
+                        " without '..' (it names a file in the job's work directory)"
+                    )
+    if errors:
+        more = " (and maybe more)" if len(errors) >= MAX_ERRORS else ""
+        raise PlanError(
+            f"{wf.source}: {len(errors)} problem(s){more}:\n  " + "\n  ".join(errors[:MAX_ERRORS])
+        )
+
+
+def _exists_at_output(layout: SiteLayout, lfn: str, registry: list) -> str | None:  # type: ignore[type-arg]
+    """The output-site URL of ``lfn`` if a file is there, else None."""
+    from ferry.plugins.errors import FerryError
+    from ferry.plugins.url import parse_url
+
+    for loc in layout.outputs:
+        url = parse_url(loc.get(lfn))
+        if url.is_local:
+            if os.path.isfile(url.local_path):
+                return loc.get(lfn)
+            continue
+        if not registry:
+            from ferry.plugins.registry import Registry
+
+            registry.append(Registry())
+        try:
+            registry[0].protocol(url.scheme).stat(url)
+            return loc.get(lfn)
+        except FerryError:
+            continue
+    return None
+
+
+def _reuse(
+    wf: Workflow,
+    graph: Graph,
+    builder: SpecBuilder,
+    layout: SiteLayout,
+    kept: bytearray,
+    look_at_output: bool,
+) -> list[str]:
+    """Prune jobs whose outputs exist; then ancestors left with no purpose. Returns their ids."""
+    rc = wf.replica_catalog
+    if not rc.entries and not rc.regex and not look_at_output:
+        return []
+    exists = bytearray(len(wf.lfns))  # 0 unknown, 1 exists, 2 missing
+    registry: list = []
+
+    def available(lfn_i: int) -> bool:
+        state = exists[lfn_i]
+        if state:
+            return state == 1
+        lfn = wf.lfns[lfn_i]
+        ok = bool(_replicas(rc, lfn))
+        if not ok and look_at_output:
+            url = _exists_at_output(layout, lfn, registry)
+            if url is not None:
+                ok = True
+                builder.reused_sources[lfn_i] = [
+                    SourceURL(url=url, priority=100.0, site=layout.outputs[0].site)
+                ]
+        exists[lfn_i] = 1 if ok else 2
+        return ok
+
+    n = len(wf.jobs)
+    pruned = bytearray(n)
+    for j, job in enumerate(wf.jobs):
+        if not kept[j]:
+            continue
+        outs = job_outputs(job)
+        if outs and all(available(u.lfn) for u in outs):
+            pruned[j] = 1
+    if not any(pruned):
+        return []
+    for j in reversed(graph.order):
+        if pruned[j] or not kept[j]:
+            continue
+        ch = graph.children[j]
+        if not ch or not all(pruned[c] or not kept[c] for c in ch):
+            continue
+        if any(u.stage_out and not available(u.lfn) for u in job_outputs(wf.jobs[j])):
+            continue
+        pruned[j] = 1
+    ids = []
+    for j in range(n):
+        if pruned[j]:
+            kept[j] = 0
+            ids.append(wf.jobs[j].id)
+    if registry:
+        registry[0].close()
+    return ids
+
+
+def _staged(wf: Workflow, graph: Graph, kept: bytearray) -> bytearray:
+    """Which files go to staging: those a planned job reads, and outputs not staged out."""
+    staged = bytearray(len(wf.lfns))
+    producer = graph.producer
+    for j, job in enumerate(wf.jobs):
+        if not kept[j]:
+            continue
+        for u in job_inputs(job):
+            p = producer[u.lfn]
+            if p >= 0 and p != j and kept[p]:
+                staged[u.lfn] = 1
+        for u in job_outputs(job):
+            if not u.stage_out:
+                staged[u.lfn] = 1
+    return staged
+
+
+def _cluster_setting(builder: SpecBuilder, j: int) -> tuple[int | None, int | None]:
+    job = builder.wf.jobs[j]
+    p = builder.profiles(job, builder.site_of(j))
+    where = f"job {job.id}: "
+    return (
+        prof.get_int(p, "pegasus", "clusters.size", where=where),
+        prof.get_int(p, "pegasus", "clusters.num", where=where),
+    )
+
+
+def _entries(
+    wf: Workflow, graph: Graph, builder: SpecBuilder, kept: bytearray, cluster: bool
+) -> list[list[int]]:
+    """Plan entries in a topological order (by level): each a job, or a cluster's jobs."""
+    by_level: dict[int, list[int]] = {}
+    level = graph.level
+    for j in graph.order:
+        if kept[j]:
+            by_level.setdefault(level[j], []).append(j)
+    entries: list[list[int]] = []
+    for lv in sorted(by_level):
+        jobs = by_level[lv]
+        if not cluster:
+            entries.extend([j] for j in jobs)
+            continue
+        groups: dict[tuple[str, str], list[int]] = {}
+        order: list[tuple[str, str] | int] = []
+        for j in jobs:
+            size, num = _cluster_setting(builder, j)
+            if (size is None or size <= 1) and (num is None or num < 1):
+                order.append(j)
+                continue
+            key = (wf.jobs[j].transformation, builder.site_of(j))
+            if key not in groups:
+                groups[key] = []
+                order.append(key)
+            groups[key].append(j)
+        for item in order:
+            if isinstance(item, int):
+                entries.append([item])
+                continue
+            members = groups[item]
+            size, num = _cluster_setting(builder, members[0])
+            if size is None or size <= 1:
+                k = max(1, min(num or 1, len(members)))
+                size = -(-len(members) // k)
+            for i in range(0, len(members), size):
+                entries.append(members[i : i + size])
+    return entries
+
+
+def _entry_ids(
+    wf: Workflow, graph: Graph, builder: SpecBuilder, entries: list[list[int]]
+) -> list[str]:
+    taken = set(wf.job_index)
+    ids = []
+    count: dict[tuple[str, int], int] = {}
+    for members in entries:
+        if len(members) == 1:
+            ids.append(wf.jobs[members[0]].id)
+            continue
+        job = wf.jobs[members[0]]
+        lv = graph.level[members[0]]
+        key = (job.transformation, lv)
+        count[key] = count.get(key, 0) + 1
+        base = f"cluster_{_BAD_ID.sub('_', job.transformation)}_L{lv}_{count[key]}"
+        cid = base
+        k = 1
+        while cid in taken:
+            k += 1
+            cid = f"{base}_{k}"
+        taken.add(cid)
+        ids.append(cid)
+    return ids
+
+
+def _cleanup(
+    wf: Workflow,
+    graph: Graph,
+    builder: SpecBuilder,
+    kept: bytearray,
+    staged: bytearray,
+    entry_of: array,
+    ids: list[str],
+    mode: str,
+) -> list[CleanupAction]:
+    if mode == "none":
+        return []
+    producer = graph.producer
+    layout = builder.layout
+    # who reads each staged file (plan entries)
+    readers: dict[int, set[int]] = {}
+    for j, job in enumerate(wf.jobs):
+        if not kept[j]:
+            continue
+        for u in job_inputs(job):
+            p = producer[u.lfn]
+            if p >= 0 and p != j and kept[p]:
+                readers.setdefault(u.lfn, set()).add(entry_of[j])
+    outputs_urls = set()
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for j, job in enumerate(wf.jobs):
+        if not kept[j]:
+            continue
+        loc = layout.staging[builder.site_of(j)]
+        e = entry_of[j]
+        for u in job_outputs(job):
+            if not staged[u.lfn]:
+                continue
+            lfn = wf.lfns[u.lfn]
+            if u.stage_out:
+                outputs_urls.update(o.put(lfn) for o in layout.outputs)
+            key = tuple(sorted(readers.get(u.lfn, set()) | {e}))
+            groups.setdefault(key, []).append(loc.put(lfn))
+        for u in job.uses:
+            if u.type == USE_CHECKPOINT:
+                groups.setdefault((e,), []).append(
+                    loc.put(f".checkpoints/{job.id}/{wf.lfns[u.lfn]}")
+                )
+    actions: list[CleanupAction] = []
+    if mode == "leaf":
+        urls = [u for g in groups.values() for u in g if u not in outputs_urls]
+        if urls:
+            actions.append(CleanupAction(id="cleanup_leaf", remove=urls, after=None))
+        return actions
+    for i, (key, urls) in enumerate(sorted(groups.items())):
+        urls = [u for u in urls if u not in outputs_urls]
+        if urls:
+            actions.append(
+                CleanupAction(id=f"cleanup_{i + 1}", remove=urls, after=[ids[e] for e in key])
+            )
+    return actions
+
+
+# -- writing specs -----------------------------------------------------------------------
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def _write_range(
+    rd: RunDir,
+    wf: Workflow,
+    builder: SpecBuilder,
+    entries: list[list[int]],
+    ids: list[str],
+    start: int,
+    stop: int,
+) -> None:
+    made: set[str] = set()
+    encode = _ENCODER.encode
+    for e in range(start, stop):
+        members = entries[e]
+        shard = rd.spec_path(e, "")
+        if shard not in made:
+            os.makedirs(rd.join(shard), exist_ok=True)
+            made.add(shard)
+        paths = []
+        for j in members:
+            rel = shard + wf.jobs[j].id + ".json"
+            with open(rd.join(rel), "wb") as f:
+                f.write(encode(builder.build(j)))
+            paths.append(rel)
+        if len(members) > 1:
+            with open(rd.join(shard + ids[e] + ".cluster.json"), "wb") as f:
+                f.write(encode(ClusterFile(version=1, id=ids[e], members=paths)))
+
+
+def _write_specs(
+    rd: RunDir,
+    wf: Workflow,
+    builder: SpecBuilder,
+    entries: list[list[int]],
+    ids: list[str],
+    writers: int | None,
+) -> None:
+    """Write every spec; large plans fork writer processes that share the model."""
+    n = len(entries)
+    k = writers or os.cpu_count() or 1
+    if n < PARALLEL_THRESHOLD or k <= 1 or not hasattr(os, "fork"):
+        _write_range(rd, wf, builder, entries, ids, 0, n)
+        return
+    # cut at shard boundaries so no two writers make the same directory
+    from .rundir import SHARD
+
+    shards = -(-n // SHARD)
+    per = -(-shards // k)
+    bounds = [(i * per * SHARD, min(n, (i + 1) * per * SHARD)) for i in range(k)]
+    bounds = [b for b in bounds if b[0] < b[1]]
+    # resolve everything the children would otherwise each work out
+    for members in entries:
+        j = members[0]
+        builder.executable(wf.jobs[j], builder.site_of(j))
+    pids = []
+    for start, stop in bounds[1:]:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            os.close(r)
+            code = 0
+            try:
+                _write_range(rd, wf, builder, entries, ids, start, stop)
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                os.write(w, f"{type(exc).__name__}: {exc}".encode()[:4000])
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        pids.append((pid, r))
+    error = None
+    try:
+        _write_range(rd, wf, builder, entries, ids, *bounds[0])
+    except Exception as exc:
+        error = exc
+    for pid, r in pids:
+        with os.fdopen(r, "rb") as f:
+            msg = f.read().decode(errors="replace")
+        _, status = os.waitpid(pid, 0)
+        if (status != 0 or msg) and error is None:
+            error = PlanError(f"writing job specs failed: {msg or f'writer exit status {status}'}")
+    if error is not None:
+        raise error

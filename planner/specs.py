@@ -1,0 +1,472 @@
+"""One abstract job -> one worker job spec (docs/jobspec.md).
+
+What the planner puts into a spec, and from where (docs/planner.md has the
+user-facing version):
+
+* **executable**: from the transformation catalog. An ``installed`` entry for
+  the job's compute site is used in place (its PFN path); else a ``stageable``
+  entry (any site) is staged into the work directory as an input with
+  ``executable: true`` and the transformation's sha256; else an ``installed``
+  entry of another site is used in place, with a warning. With no
+  transformation catalog at all, the job's transformation name is the
+  executable: an input of the job with that LFN, or a program on ``PATH``.
+* **container**: the chosen entry's container (image, sha256, mounts).
+* **arguments, stdin/stdout/stderr**: as the workflow has them.
+* **environment**: the ``env`` profiles; **resources**: ``condor.request_*``
+  before ``pegasus.cores/memory/diskspace/gpus``; **timeout**:
+  ``pegasus.checkpoint.time`` / ``pegasus.maxwalltime`` as kickstart uses them
+  (see :func:`timeouts`); ``pegasus.exitcode.successmsg``/``failuremsg`` become
+  output checks; ``pegasus.transfer.threads`` the stage-in/out threads.
+* **inputs**: a file another planned job outputs comes from the staging
+  location its producer writes to; any other from every replica in the replica
+  catalog, ``file://`` first (priority 100), then replicas at the job's compute
+  site (50), then the rest (10), unless the replica carries its own priority;
+  the replica catalog's sha256 is checked on stage-in.
+* **outputs**: to the staging location when a planned job reads them or they are
+  not staged out; to every output site when ``stageOut`` is set.
+* **checkpoints**: kept at ``<staging>/.checkpoints/<job id>/<lfn>``; a
+  checkpoint with ``stageOut`` also goes to the output sites (optional).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+
+from ferry.worker.jobspec import (
+    JOBSPEC_VERSION,
+    Checkpoint,
+    Destination,
+    Input,
+    JobSpec,
+    Output,
+    Resources,
+    SourceURL,
+    Success,
+    TransferSettings,
+)
+from ferry.worker.jobspec import (
+    Container as SpecContainer,
+)
+
+from . import profiles as prof
+from .graph import Graph, PlanError, job_inputs, job_outputs
+from .model import (
+    USE_CHECKPOINT,
+    Container,
+    Job,
+    Profiles,
+    Replica,
+    Transformation,
+    TransformationSite,
+    Workflow,
+)
+from .sites import SiteLayout, to_url
+
+__all__ = ["Executable", "SpecBuilder", "replica_sources", "timeouts"]
+
+PRIO_FILE = 100.0
+PRIO_SITE = 50.0
+PRIO_OTHER = 10.0
+
+
+def replica_sources(replicas: list[Replica], site: str) -> list[SourceURL]:
+    """Every replica as a source URL, highest priority first (Pegasus's default selector)."""
+    out = []
+    for r in replicas:
+        url = to_url(r.pfn)
+        if r.priority is not None:
+            pr = float(r.priority)
+        elif url.startswith("file:"):
+            pr = PRIO_FILE
+        elif r.site == site:
+            pr = PRIO_SITE
+        else:
+            pr = PRIO_OTHER
+        out.append(SourceURL(url=url, priority=pr, site=r.site))
+    out.sort(key=lambda s: -(s.priority or 0.0))
+    return out
+
+
+def timeouts(p: Profiles, where: str) -> tuple[float | None, float | None]:
+    """(timeout, kill_grace) in seconds from ``pegasus.checkpoint.time`` / ``maxwalltime``.
+
+    Both profiles are in minutes. ``checkpoint.time`` is when the job is sent
+    TERM (so it can write its checkpoint); with ``maxwalltime`` as well, KILL
+    follows half of the remaining time later. With only ``maxwalltime``, TERM
+    comes 5 minutes before it (10 s before for jobs shorter than 5 minutes) and
+    KILL at it. These are kickstart's ``-k``/``-K`` as pegasus-plan sets them.
+    """
+    ck = prof.get_float(p, "pegasus", "checkpoint.time", where=where)
+    mw = prof.get_float(p, "pegasus", "maxwalltime", where=where)
+    if ck is not None and ck > 0:
+        term = ck * 60.0
+        if mw is not None and mw * 60.0 > term:
+            return term, max(1.0, (mw * 60.0 - term) / 2.0)
+        return term, None
+    if mw is not None and mw > 0:
+        total = mw * 60.0
+        term = total - 300.0 if total - 300.0 > 0 else total - 10.0
+        if term <= 0:
+            return total, None
+        return term, total - term
+    return None, None
+
+
+@dataclass
+class Executable:
+    """How a transformation runs on a compute site (cached per transformation and site)."""
+
+    executable: str
+    stage: Input | None = None
+    container: SpecContainer | None = None
+    #: profile layers of the transformation, its site entry and its container
+    layers: list[Profiles] = field(default_factory=list)
+    warning: str | None = None
+
+
+def _exe_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", key.replace("::", "-"))
+
+
+class SpecBuilder:
+    """Builds the job spec of each planned job; caches what jobs share."""
+
+    def __init__(
+        self,
+        wf: Workflow,
+        graph: Graph,
+        layout: SiteLayout,
+        *,
+        records_dir: str,
+        kept: bytearray,
+        staged: bytearray,
+        reused_sources: dict[int, list[SourceURL]],
+        job_site: list[str] | None,
+        default_retries: int,
+    ) -> None:
+        self.wf = wf
+        self.graph = graph
+        self.layout = layout
+        self.records_dir = records_dir
+        self.kept = kept
+        self.staged = staged
+        self.reused_sources = reused_sources
+        self.job_site = job_site
+        self.default_retries = default_retries
+        self.tc = wf.transformation_catalog
+        self.has_tc = bool(self.tc.transformations)
+        self.base_profiles = prof.merge([prof.from_properties(wf.properties), wf.profiles])
+        self._exe: dict[tuple[str, str], Executable] = {}
+        self._merged: dict[tuple[str, str], Profiles] = {}
+        self.warnings: list[str] = []
+        self._warned: set[str] = set()
+        self._which: dict[str, bool] = {}
+
+    # -- where a job runs ----------------------------------------------------
+
+    def site_of(self, j: int) -> str:
+        return self.job_site[j] if self.job_site is not None else self.layout.compute_sites[0]
+
+    # -- transformations -----------------------------------------------------
+
+    def check_transformation(self, job: Job) -> str | None:
+        """Why the job's transformation cannot be resolved, or None."""
+        if self.has_tc:
+            tx = self.tc.lookup(job)
+            if tx is None:
+                return (
+                    f"job {job.id}: transformation {job.transformation!r} is not in the"
+                    " transformation catalog"
+                )
+            if not tx.sites:
+                return f"job {job.id}: transformation {tx.key!r} has no sites in the catalog"
+            for ts in tx.sites:
+                if ts.container and ts.container not in self.tc.containers:
+                    return (
+                        f"transformation {tx.key!r} (site {ts.name}) uses container"
+                        f" {ts.container!r}, which the transformation catalog does not define"
+                    )
+            return None
+        name = job.name
+        if any(self.wf.lfns[u.lfn] == name for u in job_inputs(job)):
+            return None
+        found = self._which.get(name)
+        if found is None:
+            found = self._which[name] = shutil.which(name) is not None
+        if not found:
+            return (
+                f"job {job.id}: transformation {name!r} is undefined: there is no transformation"
+                f" catalog, no program {name!r} on PATH and no input of the job named {name!r}"
+            )
+        return None
+
+    def executable(self, job: Job, site: str) -> Executable:
+        key = (job.transformation, site)
+        exe = self._exe.get(key)
+        if exe is None:
+            exe = self._exe[key] = self._resolve(job, site)
+            if exe.warning and exe.warning not in self._warned:
+                self._warned.add(exe.warning)
+                self.warnings.append(exe.warning)
+        return exe
+
+    def _resolve(self, job: Job, site: str) -> Executable:
+        if not self.has_tc:
+            return Executable(executable=job.name)
+        tx = self.tc.lookup(job)
+        if tx is None:  # validated before: cannot happen
+            raise PlanError(f"job {job.id}: transformation {job.transformation!r} is undefined")
+        installed_here = [s for s in tx.sites if s.type == "installed" and s.name == site]
+        stageable = [s for s in tx.sites if s.type == "stageable"]
+        installed = [s for s in tx.sites if s.type == "installed"]
+        if installed_here:
+            return self._installed(tx, installed_here[0])
+        if stageable:
+            return self._stageable(tx, stageable, site)
+        ts = installed[0]
+        exe = self._installed(tx, ts)
+        exe.warning = (
+            f"transformation {tx.key!r} is installed at site {ts.name}, not at compute site"
+            f" {site}; using {ts.pfn} in place"
+        )
+        return exe
+
+    def _container(self, ts: TransformationSite) -> tuple[SpecContainer | None, Profiles | None]:
+        if not ts.container:
+            return None, None
+        c: Container = self.tc.containers[ts.container]
+        kind = None
+        try:
+            from ferry.containers.image import guess_kind
+
+            guess_kind(c.image)
+        except Exception:  # Pegasus names: a docker image file is a `docker save` tar
+            kind = {"docker": "docker-archive", "singularity": "sif"}.get(c.type)
+        image = c.image if "://" in c.image else to_url(c.image)
+        return (
+            SpecContainer(
+                image=image, kind=kind, sha256=c.sha256, mounts=list(c.mounts), name=c.name
+            ),
+            c.profiles,
+        )
+
+    def _installed(self, tx: Transformation, ts: TransformationSite) -> Executable:
+        pfn = ts.pfn
+        if pfn.startswith("file://"):
+            pfn = pfn[len("file://") :]
+        elif "://" in pfn:
+            return self._stageable(tx, [ts], ts.name)
+        container, cprof = self._container(ts)
+        return Executable(
+            executable=pfn, container=container, layers=[tx.profiles, ts.profiles, cprof or {}]
+        )
+
+    def _stageable(
+        self, tx: Transformation, entries: list[TransformationSite], site: str
+    ) -> Executable:
+        name = _exe_name(tx.key)
+        reps = [Replica(site=ts.name, pfn=ts.pfn) for ts in entries]
+        stage = Input(
+            lfn=name,
+            sources=replica_sources(reps, site),
+            sha256=tx.sha256,
+            executable=True,
+        )
+        container, cprof = self._container(entries[0])
+        return Executable(
+            executable=name,
+            stage=stage,
+            container=container,
+            layers=[tx.profiles, entries[0].profiles, cprof or {}],
+        )
+
+    # -- profiles --------------------------------------------------------------
+
+    def profiles(self, job: Job, site: str) -> Profiles:
+        """The job's profiles after merging every layer (see :mod:`ferry.planner.profiles`)."""
+        key = (job.transformation, site)
+        if job.profiles is None:
+            merged = self._merged.get(key)
+            if merged is None:
+                merged = self._merged[key] = self._merge(job, site)
+            return merged
+        return self._merge(job, site)
+
+    def _merge(self, job: Job, site: str) -> Profiles:
+        layers: list[Profiles | None] = [
+            self.base_profiles,
+            job.profiles,
+            self.layout.profiles(site),
+        ]
+        if self.has_tc and self.tc.lookup(job) is not None:
+            layers.extend(self.executable(job, site).layers)
+        return prof.merge(layers)
+
+    def retries(self, job: Job, site: str) -> int:
+        n = prof.get_int(self.profiles(job, site), "dagman", "retry", where=f"job {job.id}: ")
+        return self.default_retries if n is None else max(0, n)
+
+    # -- the spec ----------------------------------------------------------------
+
+    def build(self, j: int) -> JobSpec:
+        wf = self.wf
+        lfns = wf.lfns
+        job = wf.jobs[j]
+        site = self.site_of(j)
+        exe = self.executable(job, site)
+        p = self.profiles(job, site)
+        where = f"job {job.id}: "
+        producer = self.graph.producer
+        kept = self.kept
+        staging = self.layout.staging
+        rc = wf.replica_catalog
+
+        inputs: list[Input] = []
+        if exe.stage is not None:
+            inputs.append(exe.stage)
+        for u in job_inputs(job):
+            lfn = lfns[u.lfn]
+            pj = producer[u.lfn]
+            sha = None
+            if pj >= 0 and pj != j and kept[pj]:
+                loc = staging[self.site_of(pj)]
+                sources = [SourceURL(url=loc.get(lfn), priority=PRIO_FILE, site=loc.site)]
+            else:
+                reps = _replicas(rc, lfn)
+                if reps:
+                    sources = replica_sources(reps, site)
+                    sha = next((r.sha256 for r in reps if r.sha256), None) or rc.checksums.get(lfn)
+                else:
+                    sources = self.reused_sources.get(u.lfn, [])
+            inputs.append(
+                Input(
+                    lfn=lfn,
+                    sources=sources,
+                    sha256=sha,
+                    executable=u.executable or (not self.has_tc and lfn == job.name),
+                    size=u.size,
+                )
+            )
+
+        outputs: list[Output] = []
+        loc = staging[site]
+        for u in job_outputs(job):
+            lfn = lfns[u.lfn]
+            dests = []
+            if self.staged[u.lfn]:
+                dests.append(Destination(url=loc.put(lfn), site=loc.site))
+            if u.stage_out:
+                dests.extend(Destination(url=o.put(lfn), site=o.site) for o in self.layout.outputs)
+            outputs.append(Output(lfn=lfn, destinations=dests, required=not u.optional))
+        checkpoints: list[Checkpoint] = []
+        for u in job.uses:
+            if u.type != USE_CHECKPOINT:
+                continue
+            lfn = lfns[u.lfn]
+            checkpoints.append(Checkpoint(lfn=lfn, url=loc.put(f".checkpoints/{job.id}/{lfn}")))
+            if u.stage_out:
+                outputs.append(
+                    Output(
+                        lfn=lfn,
+                        destinations=[
+                            Destination(url=o.put(lfn), site=o.site) for o in self.layout.outputs
+                        ],
+                        required=False,
+                    )
+                )
+
+        env = p.get("env")
+        environment = {str(k): str(v) for k, v in env.items()} if env else {}
+        timeout, grace = timeouts(p, where)
+        spec = JobSpec(
+            version=JOBSPEC_VERSION,
+            id=job.id,
+            name=job.transformation,
+            executable=exe.executable,
+            arguments=[str(a) for a in job.arguments],
+            environment=environment,
+            stdin=lfns[job.stdin] if job.stdin is not None else None,
+            stdout=lfns[job.stdout] if job.stdout is not None else None,
+            stderr=lfns[job.stderr] if job.stderr is not None else None,
+            inputs=inputs,
+            outputs=outputs,
+            checkpoints=checkpoints,
+            container=exe.container,
+            resources=_resources(p, where),
+            timeout=timeout,
+            records_dir=self.records_dir,
+            labels={"workflow": wf.name, "transformation": job.transformation, "site": site},
+        )
+        if grace is not None:
+            spec.kill_grace = grace
+        success = _success(p)
+        if success is not None:
+            spec.success = success
+        threads = prof.get_int(p, "pegasus", "transfer.threads", where=where)
+        if threads:
+            spec.transfer = TransferSettings(threads=max(1, threads))
+        return spec
+
+    def register(self, j: int) -> list[tuple[str, str, str]]:
+        """(lfn, url, site) of the job's outputs for the output replica catalog.
+
+        Only files staged out are registered: their output-site location (the
+        first output site's).
+        """
+        job = self.wf.jobs[j]
+        out = []
+        first = self.layout.outputs[0] if self.layout.outputs else None
+        if first is None:
+            return out
+        for u in job_outputs(job):
+            if u.register_replica and u.stage_out:
+                lfn = self.wf.lfns[u.lfn]
+                out.append((lfn, first.get(lfn), first.site))
+        return out
+
+
+def _replicas(rc, lfn: str) -> list[Replica]:  # type: ignore[no-untyped-def]
+    if not rc.regex:
+        return rc.entries.get(lfn) or []
+    from .catalogs import replicas_for
+
+    return replicas_for(rc, lfn)
+
+
+def _resources(p: Profiles, where: str) -> Resources:
+    def first(*keys: tuple[str, str]) -> float | None:
+        for ns, key in keys:
+            v = prof.get_float(p, ns, key, where=where)
+            if v is not None:
+                return v
+        return None
+
+    cpus = first(("condor", "request_cpus"), ("pegasus", "cores"))
+    mem = first(("condor", "request_memory"), ("pegasus", "memory"))
+    disk_kb = prof.get_float(p, "condor", "request_disk", where=where)
+    disk = disk_kb / 1024.0 if disk_kb is not None else first(("pegasus", "diskspace"))
+    gpus = first(("condor", "request_gpus"), ("pegasus", "gpus"))
+    if cpus is None and mem is None and disk is None and gpus is None:
+        return Resources()
+    return Resources(
+        cpus=max(1, int(cpus or 1)),
+        memory_mb=int(mem) if mem is not None else None,
+        disk_mb=int(disk) if disk is not None else None,
+        gpus=int(gpus or 0),
+    )
+
+
+def _success(p: Profiles) -> Success | None:
+    ok = prof.get(p, "pegasus", "exitcode.successmsg")
+    bad = prof.get(p, "pegasus", "exitcode.failuremsg")
+    if not ok and not bad:
+        return None
+    s = Success()
+    if ok:
+        s.stdout_must = [re.escape(str(ok))]
+    if bad:
+        s.stdout_must_not = [re.escape(str(bad))]
+        s.stderr_must_not = [re.escape(str(bad))]
+    return s

@@ -1,0 +1,218 @@
+"""``ferry statistics DIR``: the summary table of pegasus-statistics, from records and journal.
+
+Rows: **Tasks** are the workflow's jobs (a cluster's members count one by one),
+counted from their invocation records; **Jobs** are what the backend ran (a
+cluster is one job), counted from the journal; **Sub-Workflows** is always 0.
+Succeeded and Failed are final outcomes, Incomplete = Total - Succeeded -
+Failed, Retries are attempts beyond the first, Total+Retries = Succeeded +
+Failed + Retries (pegasus-statistics' definitions).
+
+Times: *Workflow wall time* is the sum of the runner's sessions (a resumed run
+has several); *Cumulative job wall time* the sum of the jobs' own run times
+(``job_wall_time`` of every record, retries included, as kickstart's duration
+is); *... as seen from submit side* the sum of every attempt's span in the
+journal (started to finished: staging and the worker included); the *badput*
+lines are the same sums over failed attempts only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from .rundir import RunDir
+from .state import load_record_summary, run_state
+
+__all__ = [
+    "DESCRIPTION",
+    "Counts",
+    "Statistics",
+    "add_arguments",
+    "format_duration",
+    "format_summary",
+    "run",
+    "summarize",
+]
+
+DESCRIPTION = """\
+Print the summary statistics of a run, laid out as pegasus-statistics does:
+tasks and jobs succeeded, failed, incomplete, total and retried; the workflow
+wall time, cumulative job wall time (also as seen from the submit side) and
+badput. Also written to DIR/statistics/summary.txt.
+"""
+
+
+@dataclass
+class Counts:
+    succeeded: int = 0
+    failed: int = 0
+    incomplete: int = 0
+    total: int = 0
+    retries: int = 0
+
+    @property
+    def total_retries(self) -> int:
+        return self.succeeded + self.failed + self.retries
+
+
+@dataclass
+class Statistics:
+    tasks: Counts = field(default_factory=Counts)
+    jobs: Counts = field(default_factory=Counts)
+    sub_workflows: Counts = field(default_factory=Counts)
+    workflow_wall_time: float | None = None
+    cumulative_job_wall_time: float = 0.0
+    cumulative_job_wall_time_submit: float = 0.0
+    badput: float = 0.0
+    badput_submit: float = 0.0
+    status: str = "unknown"
+
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        for k in ("tasks", "jobs", "sub_workflows"):
+            d[k]["total_retries"] = getattr(self, k).total_retries
+        return d
+
+
+def summarize(rd: RunDir) -> Statistics:
+    rs = run_state(rd)
+    st = Statistics(status=rs.status)
+    records = rd.record_attempts()
+    for pj in rs.plan.jobs:
+        js = rs.jobs[pj.id]
+        st.jobs.total += 1
+        if js.state == "succeeded":
+            st.jobs.succeeded += 1
+        elif js.state == "failed":
+            st.jobs.failed += 1
+        st.jobs.retries += max(0, js.attempts - 1)
+        for s, e, outcome in js.spans:
+            if e is None:
+                continue
+            st.cumulative_job_wall_time_submit += e - s
+            if outcome != "succeeded":
+                st.badput_submit += e - s
+        for task in pj.members or [pj.id]:
+            st.tasks.total += 1
+            attempts = records.get(task, [])
+            st.tasks.retries += max(0, len(attempts) - 1)
+            ok = False
+            for a in attempts:
+                rec = load_record_summary(rd, task, a)
+                if rec is None:
+                    continue
+                st.cumulative_job_wall_time += rec.job_wall_time
+                if rec.status == "succeeded":
+                    ok = True
+                else:
+                    st.badput += rec.job_wall_time
+            if ok:
+                st.tasks.succeeded += 1
+            elif js.state == "failed":
+                st.tasks.failed += 1
+    for c in (st.tasks, st.jobs):
+        c.incomplete = c.total - c.succeeded - c.failed
+    if rs.sessions:
+        now = time.time()
+        st.workflow_wall_time = sum((now if e is None else e) - s for s, e in rs.sessions)
+    return st
+
+
+_UNITS = (("year", 365 * 86400), ("day", 86400), ("hr", 3600), ("min", 60), ("sec", 1))
+
+
+def format_duration(seconds: float | None, parts: int = 2) -> str:
+    """pegasus-statistics' durations: ``9.0 secs``, ``4 mins, 12 secs``, ``1 day, 2 hrs``."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{round(seconds, 2)} secs"
+    left = int(round(seconds))
+    out = []
+    for name, size in _UNITS:
+        value, left = divmod(left, size)
+        if value:
+            out.append(f"{value} {name}{'s' if value != 1 else ''}")
+        if len(out) == parts:
+            break
+    return ", ".join(out)
+
+
+_WIDTHS = (15, 10, 8, 12, 10, 10, 13)
+_RULE = "-" * 78
+
+
+def _row(cells: tuple[object, ...]) -> str:
+    return "".join(str(c).ljust(w) for c, w in zip(cells, _WIDTHS, strict=True))
+
+
+def format_summary(st: Statistics) -> str:
+    lines = [
+        _RULE,
+        _row(("Type", "Succeeded", "Failed", "Incomplete", "Total", "Retries", "Total+Retries")),
+    ]
+    for name, c in (("Tasks", st.tasks), ("Jobs", st.jobs), ("Sub-Workflows", st.sub_workflows)):
+        lines.append(
+            _row((name, c.succeeded, c.failed, c.incomplete, c.total, c.retries, c.total_retries))
+        )
+    lines += [_RULE, ""]
+    times = (
+        ("Workflow wall time", st.workflow_wall_time),
+        ("Cumulative job wall time", st.cumulative_job_wall_time),
+        ("Cumulative job wall time as seen from submit side", st.cumulative_job_wall_time_submit),
+        ("Cumulative job badput wall time", st.badput),
+        ("Cumulative job badput wall time as seen from submit side", st.badput_submit),
+    )
+    for label, value in times:
+        lines.append(f"{label.ljust(57)}: {format_duration(value)}")
+    return "\n".join(lines) + "\n"
+
+
+_LEGEND = """\
+#
+# ferry statistics (the layout of pegasus-statistics' summary)
+#
+# Tasks: the workflow's jobs (cluster members one by one), from invocation records.
+# Jobs: what the backend ran (a cluster is one job), from the journal.
+#   Succeeded, Failed: final outcomes. Incomplete: Total - Succeeded - Failed.
+#   Retries: attempts beyond the first. Total+Retries: Succeeded + Failed + Retries.
+# Workflow wall time: the runner's sessions, summed.
+# Cumulative job wall time: the jobs' own run times, retries included.
+# ... as seen from submit side: each attempt from start to end (staging included).
+# Badput: the same sums over failed attempts.
+#
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="DIR", help="the run directory")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ferry.plugins.errors import ConfigError
+
+    rd = RunDir(args.run_dir)
+    try:
+        st = summarize(rd)
+    except ConfigError as exc:
+        print(f"ferry statistics: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(st.to_json(), indent=1))
+        return 0
+    text = format_summary(st)
+    sys.stdout.write(text)
+    try:
+        os.makedirs(rd.join("statistics"), exist_ok=True)
+        path = rd.join("statistics", "summary.txt")
+        with open(path, "w") as f:
+            f.write(_LEGEND + text)
+        print(f"\n{'Summary'.ljust(30)}: {path}")
+    except OSError:
+        pass
+    return 0
