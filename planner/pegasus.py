@@ -51,6 +51,7 @@ read with msgspec, one job at a time.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -58,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from ferry.planner import catalogs as cat
+from ferry.planner import strictread as strict
 from ferry.planner.model import (
     USE_INPUT,
     USE_OUTPUT,
@@ -79,6 +81,7 @@ from ferry.planner.yamlread import (
     fast_ok,
     iter_items,
     locate,
+    non_printable,
     parse,
     split_document,
 )
@@ -88,6 +91,8 @@ __all__ = ["load_catalogs", "load_workflow", "parse_workflow"]
 
 #: jobs per parsed batch on the fast path
 BATCH = 1000
+#: read jobs in the API's exact layout with :mod:`ferry.planner.strictread`
+STRICT = True
 #: below this size a split-parse syntax error is confirmed by parsing the whole text
 CONFIRM_LIMIT = 8 << 20
 
@@ -175,7 +180,9 @@ def load_workflow(
         raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read the workflow: {exc.strerror}") from None
-    wf = _parse_bytes(raw, source, fast=fast)
+    holder = [raw]
+    del raw
+    wf = _parse_bytes(holder, source, fast=fast)
     load_catalogs(
         wf,
         replica_files=replica_files,
@@ -191,7 +198,7 @@ def load_workflow(
 def parse_workflow(text: str | bytes, source: str = "<workflow>", *, fast: bool = True) -> Workflow:
     """Read a workflow from text (only its embedded catalogs; no files, no properties)."""
     raw = text.encode("utf-8") if isinstance(text, str) else text
-    return _parse_bytes(raw, source, fast=fast)
+    return _parse_bytes([raw], source, fast=fast)
 
 
 def load_catalogs(
@@ -259,7 +266,21 @@ def load_catalogs(
 # --- reading ------------------------------------------------------------------------
 
 
-def _parse_bytes(raw: bytes, source: str, *, fast: bool) -> Workflow:
+def _parse_bytes(holder: list[bytes], source: str, *, fast: bool) -> Workflow:
+    """Parse the bytes in ``holder`` (taken out of it, so they can be freed once decoded)."""
+    # the reader makes millions of objects and no garbage cycles: the cyclic
+    # collector would only rescan the growing model again and again
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse_bytes_gc_off(holder, source, fast=fast)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_bytes_gc_off(holder: list[bytes], source: str, *, fast: bool) -> Workflow:
+    raw = holder.pop()
     head = raw[:4096].lstrip()
     if head.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
@@ -275,6 +296,15 @@ def _parse_bytes(raw: bytes, source: str, *, fast: bool) -> Workflow:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{source}:{line}: not UTF-8 text ({exc.reason})") from None
+    bad = non_printable(raw, text)
+    del raw
+    if bad is not None:
+        line = text.count("\n", 0, bad) + 1
+        col = bad - (text.rfind("\n", 0, bad) + 1) + 1
+        raise ConfigError(
+            f"{source}:{line}:{col}: YAML syntax error: special characters are not allowed"
+            f" (U+{ord(text[bad]):04X})"
+        )
     reader = _Reader(source, text)
     if fast:
         try:
@@ -300,6 +330,7 @@ class _Reader:
         self.job_lines: Any = None  # callable: job index -> line, for duplicate ids
         self.unknown_deps: list[str] = []
         self.unknown_dep_where = ""
+        self.strict = STRICT
 
     # -- the two ways -----------------------------------------------------------------
 
@@ -372,7 +403,7 @@ class _Reader:
             )
             raise ConfigError(cat.located(self.source, src_text, exc, off)) from None
         if "jobs" in big:
-            self._read_big(big["jobs"], self._jobs_batch)
+            self._read_big(big["jobs"], self._jobs_batch, strict.JOB, strict.read_job)
         elif "jobs" in top:
             jtext, joff = where["jobs"]
             self.job_lines = lambda i: _line_of(jtext, ("jobs", i), joff)
@@ -385,7 +416,7 @@ class _Reader:
             except Invalid as exc:
                 raise ConfigError(cat.located(self.source, jtext, exc, joff)) from None
         if "jobDependencies" in big:
-            self._read_big(big["jobDependencies"], self._deps_batch)
+            self._read_big(big["jobDependencies"], self._deps_batch, strict.DEP, strict.read_dep)
         elif top.get("jobDependencies") is not None:
             dtext, doff = where["jobDependencies"]
             try:
@@ -415,27 +446,59 @@ class _Reader:
                 raise
         return data
 
-    def _read_big(self, b: Block, handle: Any) -> None:
+    def _read_big(self, b: Block, handle: Any, pattern: re.Pattern, read: Any) -> None:
         batches = iter_items(self.text, b.value_start, b.end, b.line + 1, BATCH)
+        text = self.text
+        first_jobs: list[tuple[int, int, int]] = []  # (job index, batch start, line)
         if b.key == "jobs":
-            first_jobs: list[tuple[int, int, int]] = []  # (job index, batch start, line)
 
             def job_line(i: int) -> int | None:
                 k = max(j for j, (idx, _, _) in enumerate(first_jobs) if idx <= i)
                 idx, start, line = first_jobs[k]
-                for _bs, _be, bl, _n in iter_items(self.text, start, b.end, line, 1):
+                for _bs, _be, bl, _n in iter_items(text, start, b.end, line, 1):
                     if idx == i:
                         return bl
                     idx += 1
                 return None
 
             self.job_lines = job_line
-            for bs, be, bl, n in batches:
-                first_jobs.append((len(self.wf.jobs), bs, bl))
+        for bs, be, bl, n in batches:
+            first_jobs.append((len(self.wf.jobs), bs, bl))
+            if self.strict and text.startswith("-", bs):
+                self._strict(bs, be, bl, handle, pattern, read)
+            else:
                 self._batch(bs, be, bl, n, handle)
-        else:
-            for bs, be, bl, n in batches:
-                self._batch(bs, be, bl, n, handle)
+
+    def _strict(
+        self, bs: int, be: int, bl: int, handle: Any, pattern: re.Pattern, read: Any
+    ) -> None:
+        """Items the strict reader takes; runs of refused ones go to the YAML parser."""
+        text = self.text
+        match = pattern.match
+        find = text.find
+        pos = bs
+        run = -1
+        while pos < be:
+            nxt = find("\n-", pos, be)
+            end = be if nxt < 0 else nxt + 1
+            m = match(text, pos, end)
+            if m is not None and m.end() == end:
+                if run >= 0:
+                    self._run(run, pos, bs, bl, handle)
+                    run = -1
+                if read(self, m):
+                    pos = end
+                    continue
+            if run < 0:
+                run = pos
+            pos = end
+        if run >= 0:
+            self._run(run, be, bs, bl, handle)
+
+    def _run(self, rs: int, re_: int, bs: int, bl: int, handle: Any) -> None:
+        n = self.text.count("\n-", rs, re_ - 1) + 1
+        line = bl + self.text.count("\n", bs, rs)
+        self._batch(rs, re_, line, n, handle)
 
     def _batch(self, bs: int, be: int, bl: int, n: int, handle: Any) -> None:
         chunk = self.text[bs:be]
@@ -577,7 +640,8 @@ class _Reader:
                     if lfn is None:
                         raise Invalid(f"job {jid!r}: uses[{j}] has no lfn", ("uses", j))
                     lfn = as_str(lfn, f"job {jid!r}: uses[{j}].lfn", ("uses", j, "lfn"))
-                t = USE_TYPES.get(u.get("type"))  # type: ignore[arg-type]
+                ut = u.get("type")
+                t = USE_TYPES.get(ut) if type(ut) is str else None
                 if t is None:
                     raise Invalid(
                         f"job {jid!r}: uses[{j}] ({lfn}): unknown type {u.get('type')!r}"
@@ -597,18 +661,7 @@ class _Reader:
         stdio = []
         for key in ("stdin", "stdout", "stderr"):
             v = d.get(key)
-            if v is None:
-                stdio.append(None)
-                continue
-            lfn = as_str(v, f"job {jid!r} {key}", (key,))
-            idx = lfn_index.get(lfn)
-            if idx is None:
-                idx = len(lfns)
-                lfns.append(lfn)
-                lfn_index[lfn] = idx
-            stdio.append(idx)
-            if not any(u.lfn == idx for u in uses):
-                uses.append(Use(idx, USE_INPUT if key == "stdin" else USE_OUTPUT))
+            stdio.append(None if v is None else as_str(v, f"job {jid!r} {key}", (key,)))
 
         prof = d.get("profiles")
         if prof is not None:
@@ -630,20 +683,43 @@ class _Reader:
                 ):
                     self.unknown_job_keys[k] = jid
 
+        self.add(jid, name, namespace, version, args, uses, stdio, prof or None, label, kind, md)
+
+    def add(
+        self,
+        jid: str,
+        name: str,
+        namespace: str | None,
+        version: str | None,
+        args: list[str],
+        uses: list[Use],
+        stdio: list[str | None] | None,
+        prof: dict | None,
+        label: str | None,
+        kind: str,
+        md: dict | None,
+    ) -> None:
+        """Register one checked job: stdio LFNs interned (and added to uses if missing)."""
+        wf = self.wf
+        lfn_index = wf.lfn_index
+        lfns = wf.lfns
+        io = [None, None, None]
+        for k, lfn in enumerate(stdio or ()):
+            if lfn is None:
+                continue
+            idx = lfn_index.get(lfn)
+            if idx is None:
+                idx = len(lfns)
+                lfns.append(lfn)
+                lfn_index[lfn] = idx
+            io[k] = idx
+            for u in uses:
+                if u.lfn == idx:
+                    break
+            else:
+                uses.append(Use(idx, USE_INPUT if k == 0 else USE_OUTPUT))
         job = Job(
-            jid,
-            name,
-            namespace,
-            version,
-            args,
-            uses,
-            stdio[0],
-            stdio[1],
-            stdio[2],
-            prof or None,
-            label,
-            kind,
-            md,
+            jid, name, namespace, version, args, uses, io[0], io[1], io[2], prof, label, kind, md
         )
         job_index = wf.job_index
         if jid in job_index:
@@ -670,7 +746,9 @@ class _Reader:
 
     def _profiles(self, prof: Any, jid: str) -> dict:
         try:
-            key = tuple((ns, tuple(kv.items())) for ns, kv in prof.items())
+            key = tuple(
+                (ns, tuple((k, v.__class__, v) for k, v in kv.items())) for ns, kv in prof.items()
+            )
             hit = self.profile_cache.get(key)
         except (AttributeError, TypeError):
             key, hit = None, None

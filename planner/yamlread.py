@@ -37,6 +37,7 @@ __all__ = [
     "fast_ok",
     "iter_items",
     "locate",
+    "non_printable",
     "parse",
     "split_document",
 ]
@@ -133,6 +134,26 @@ def locate(text: str, path: tuple[object, ...]) -> tuple[int, int] | None:
     return best.start_mark.line + 1, best.start_mark.column + 1
 
 
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F)) + b"\t\n\r"
+# PyYAML's Reader.NON_PRINTABLE
+_NON_PRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+def non_printable(raw: bytes, text: str) -> int | None:
+    """The index in ``text`` of the first character YAML does not allow, or None.
+
+    ``raw`` is ``text`` in UTF-8; the common all-printable-ASCII case costs one
+    ``bytes.translate``.
+    """
+    rest = raw.translate(None, _PRINTABLE_ASCII)
+    if not rest:
+        return None
+    m = _NON_PRINTABLE.search(text)
+    return m.start() if m else None
+
+
 # --- the fast parser -------------------------------------------------------------
 
 # Things on which yaml-rs and PyYAML may read differently (or PyYAML reads specially):
@@ -158,7 +179,7 @@ def fast_ok(text: str) -> bool:
     """True when yaml-rs reads ``text`` exactly as :class:`PegasusLoader` does."""
     if _yaml_rs is None or not text:
         return False
-    if text[0] in "&*!|>?%@`[{\"":
+    if text[0] in '&*!|>?%@`[{"':
         return False
     for ch in _RISKY_CHARS:
         if ch in text:
@@ -212,8 +233,8 @@ def fast_loads(text: str) -> Any:
 # --- splitting -----------------------------------------------------------------------
 
 # a line that starts a top-level key: column 0, not blank, not a comment, not an item
-_TOP_LINE = re.compile(r"^(?=[^\s#-]|-[^\s])", re.M)
-_DOC_MARK = re.compile(r"^(?:---|\.\.\.)(?:[ \t]|$)", re.M)
+_TOP_LINE = re.compile(r"\n(?=[^\s#-]|-[^\s])")
+_DOC_MARK = re.compile(r"\n(?:---|\.\.\.)(?:[ \t\n]|$)")
 _BIG_KEY = re.compile(r"([A-Za-z][A-Za-z0-9_]*):[ ]*(?:#[^\n]*)?\n")
 
 
@@ -246,9 +267,13 @@ def split_document(text: str) -> list[Block]:
             raise Irregular("document start with content")
         start = nl + 1
         line = 2
-    if text.startswith("%") or _DOC_MARK.search(text, start):
+    if text.startswith("%") or (
+        ("\n---" in text or "\n..." in text) and _DOC_MARK.search(text, start - 1 if start else 0)
+    ):
         raise Irregular("directives or several documents")
-    starts = [m.start() for m in _TOP_LINE.finditer(text, start)]
+    starts = [m.start() + 1 for m in _TOP_LINE.finditer(text, start - 1 if start else 0)]
+    if start == 0 and _TOP_LINE.match("\n" + text[:2]):
+        starts.insert(0, 0)
     if not starts:
         raise Irregular("no top-level keys at column 0")
     lead = text[start : starts[0]]

@@ -70,10 +70,21 @@ def seed_pipeline(url: str = "http://127.0.0.1:8080/index.html") -> Workflow:
 
 
 def both(path: Path, **kw):
-    """Read ``path`` the fast way and the whole-document way; they must agree."""
+    """Read ``path`` three ways: strict reader and batches, batches alone, whole document.
+
+    They must agree.
+    """
+    from ferry.planner import pegasus
+
     fast = load_workflow(path, **kw)
+    pegasus.STRICT = False
+    try:
+        batches = load_workflow(path, **kw)
+    finally:
+        pegasus.STRICT = True
     whole = load_workflow(path, fast=False, **kw)
     assert_same(fast, whole)
+    assert_same(batches, whole)
     return fast
 
 
@@ -531,6 +542,16 @@ def test_dependency_on_unknown_job(tmp_path: Path) -> None:
         msg = error_of(p, fast=fast, cwd=tmp_path)
         assert msg.startswith(f"{p}:12:"), msg
         assert "'nope'" in msg and "'j1x'" in msg
+
+
+def test_control_characters_are_refused(tmp_path: Path) -> None:
+    for bad in ("\x07", "\x00", "\ufffe"):
+        p = write(tmp_path, HEAD + f"jobs:\n- type: job\n  name: a\n  id: j1\n  arguments:\n  - a{bad}b\n")
+        for fast in (True, False):
+            msg = error_of(p, fast=fast, cwd=tmp_path)
+            assert msg.startswith(f"{p}:8:6: YAML syntax error: special characters"), msg
+    p = write(tmp_path, HEAD + "jobs:\n- type: job\n  name: a\n  id: j1\n  arguments:\n  - é→✓\n")
+    assert both(p, cwd=tmp_path).jobs[0].arguments == ["é→✓"]
 
 
 def test_wrong_pegasus_version(tmp_path: Path) -> None:

@@ -1,0 +1,281 @@
+"""A strict reader for jobs and dependencies exactly as pegasus-wms-api lays them out.
+
+The API writes with PyYAML's block style and a fixed key order, so most jobs of a
+workflow match one regular expression. This module reads such a job straight into
+the model, with no parser and no intermediate dicts. It is strict: a job with
+anything it does not fully understand (a double-quoted or multi-line scalar, a
+scalar that YAML would read as something other than a plain string, a comment,
+hooks, an unknown key, a value the builder would reject) is *refused*, and the
+caller reads that job with a real YAML parser and the general builder instead.
+So the strict reader only ever decides cases whose outcome is certain, and it
+produces what the general path would (the tests compare the two).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from ferry.planner.model import USE_TYPES, Use
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ferry.planner.pegasus import _Reader
+
+__all__ = ["JOB", "DEP", "plain", "read_dep", "read_job"]
+
+JOB = re.compile(
+    r"- type: job\n"
+    r"(?:  namespace: ([^\n]*)\n)?"
+    r"(?:  version: ([^\n]*)\n)?"
+    r"  name: ([^\n]*)\n"
+    r"  id: ([^\n]*)\n"
+    r"(?:  stdin: ([^\n]*)\n)?"
+    r"(?:  stdout: ([^\n]*)\n)?"
+    r"(?:  stderr: ([^\n]*)\n)?"
+    r"(?:  nodeLabel: ([^\n]*)\n)?"
+    r"  arguments:(?: \[\]\n|\n((?:  - [^\n]*\n)*))"
+    r"  uses:(?: \[\]\n|\n((?:  - lfn: [^\n]*\n(?:    [^\n]*\n)*)*))"
+    r"(  profiles:\n(?:    [^\n]*\n)+)?"
+    r"(  metadata:\n(?:    [^\n]*\n)+)?"
+)
+DEP = re.compile(r"- id: ([^\n]*)\n  children:(?: \[\]\n|\n((?:  - [^\n]*\n)*))")
+
+_WORDS = frozenset(
+    "yes Yes YES no No NO true True TRUE false False FALSE on On ON off Off OFF"
+    " null Null NULL ~".split()
+)
+_BOOLS = {"true": True, "false": False}
+_BAD_FIRST = frozenset("?:,[]{}#&*!|>\"%@`<=~ \t'")
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+_ID = re.compile(r"[-0-9a-zA-Z_]+")
+# the lines of a use entry after its lfn: line -> (-1, type) or (flag index, value)
+_USE_LINES: dict[str, tuple[int, object]] = {f"type: {k}": (-1, v) for k, v in USE_TYPES.items()}
+for _i, _flag in enumerate(("stageOut", "registerReplica", "optional", "executable", "bypass")):
+    for _text, _b in (("true", True), ("false", False)):
+        _USE_LINES[f"{_flag}: {_text}"] = (_i, _b)
+
+
+def plain(tok: str) -> str | None:
+    """The string a YAML parser reads from ``tok`` (a whole scalar on one line), when
+    that is certain and a string or a number whose text is ``tok``; else None.
+
+    The caller has checked that the text holds no `` #``, tab or CR (:func:`clean`).
+    """
+    if not tok:
+        return None
+    c = tok[0]
+    if c == "'":
+        if len(tok) < 2 or tok[-1] != "'":
+            return None
+        inner = tok[1:-1]
+        if "'" in inner:
+            if "'" in inner.replace("''", ""):
+                return None
+            inner = inner.replace("''", "'")
+        return inner
+    if c in _BAD_FIRST:
+        return None
+    last = tok[-1]
+    if last == " " or last == ":" or ": " in tok:
+        return None
+    if c in "0123456789+." or (c == "-" and len(tok) > 1 and tok[1] in "0123456789."):
+        # a number reads back as its own text only when written the plain way
+        if not _NUMBER.fullmatch(tok):
+            return None
+        value: object = float(tok) if "." in tok else int(tok)
+        return tok if str(value) == tok else None
+    if c == "-" and (len(tok) == 1 or tok[1] == " "):
+        return None
+    if tok in _WORDS:
+        return None
+    return tok
+
+
+def clean(item: str) -> bool:
+    """No comments, tabs or CRs anywhere in an item: :func:`plain` need not look for them."""
+    return " #" not in item and "\t" not in item and "\r" not in item
+
+
+def _value(tok: str) -> object:
+    """A profile or metadata value: a plain number, true/false, or a string (None: refuse)."""
+    b = _BOOLS.get(tok)
+    if b is not None:
+        return b
+    c = tok[:1]
+    if c and (c in "0123456789" or (c == "-" and tok[1:2].isdigit())):
+        if not _NUMBER.fullmatch(tok):
+            return None
+        return float(tok) if "." in tok else int(tok)
+    return plain(tok)
+
+
+def _mapping2(block: str) -> dict | None:
+    """``profiles:`` lines: ``    ns:`` then ``      key: value``."""
+    out: dict = {}
+    current: dict | None = None
+    for line in block.split("\n")[1:-1]:
+        if line[4:5] != " ":
+            if line[-1] != ":":
+                return None
+            ns = plain(line[4:-1])
+            if ns is None or ns in out:
+                return None
+            current = out[ns] = {}
+        else:
+            if current is None or line[6:7] in (" ", ""):
+                return None
+            key, sep, tok = line[6:].partition(": ")
+            k = plain(key)
+            v = _value(tok) if sep else None
+            if k is None or v is None or k in current:
+                return None
+            current[k] = v
+    if not out or any(not v for v in out.values()):
+        return None
+    return out
+
+
+def _mapping1(block: str) -> dict | None:
+    """``metadata:`` lines: ``    key: value``."""
+    out: dict = {}
+    for line in block.split("\n")[1:-1]:
+        if line[4:5] in (" ", ""):
+            return None
+        key, sep, tok = line[4:].partition(": ")
+        k = plain(key)
+        v = _value(tok) if sep else None
+        if k is None or v is None or k in out:
+            return None
+        out[k] = v
+    return out or None
+
+
+def read_job(r: _Reader, m: re.Match) -> bool:
+    """Add the job that ``m`` (a :data:`JOB` match) holds; False (nothing added) to refuse."""
+    ns_t, ver_t, name_t, id_t, in_t, out_t, err_t, label_t, args_t, uses_t, prof_t, md_t = (
+        m.groups()
+    )
+    if not clean(m.group(0)):
+        return False
+    jid = plain(id_t)
+    if jid is None or not _ID.fullmatch(jid):
+        return False
+    names = r.names
+    name = plain(name_t)
+    if name is None:
+        return False
+    name = names.setdefault(name, name)
+    namespace = version = None
+    if ns_t is not None:
+        namespace = plain(ns_t)
+        if namespace is None:
+            return False
+        namespace = names.setdefault(namespace, namespace)
+    if ver_t is not None:
+        version = plain(ver_t)
+        if version is None:
+            return False
+        version = names.setdefault(version, version)
+    args: list[str] = []
+    if args_t:
+        for line in args_t[:-1].split("\n"):
+            a = plain(line[4:])
+            if a is None:
+                return False
+            args.append(a)
+    stdio = None
+    if in_t is not None or out_t is not None or err_t is not None:
+        stdio = [None, None, None]
+        for k, t in enumerate((in_t, out_t, err_t)):
+            if t is not None:
+                v = plain(t)
+                if v is None:
+                    return False
+                stdio[k] = v  # type: ignore[call-overload]
+    label = None
+    if label_t is not None:
+        label = plain(label_t)
+        if label is None:
+            return False
+    prof = None
+    if prof_t is not None:
+        raw = _mapping2(prof_t)
+        if raw is None:
+            return False
+        prof = r._profiles(raw, jid)
+    md = None
+    if md_t is not None:
+        md = _mapping1(md_t)
+        if md is None:
+            return False
+
+    # uses last: they intern LFNs, so nothing may refuse after the first one
+    parsed = []
+    if uses_t:
+        for entry in uses_t[9:-1].split("\n  - lfn: "):
+            lines = entry.split("\n    ")
+            lfn = plain(lines[0])
+            if lfn is None:
+                return False
+            t = None
+            flags = [True, True, False, False, False]
+            size = None
+            for line in lines[1:]:
+                known = _USE_LINES.get(line)
+                if known is not None:
+                    i, v = known
+                    if i < 0:
+                        t = v
+                    else:
+                        flags[i] = v
+                    continue
+                key, sep, tok = line.partition(": ")
+                if key != "size" or not _NUMBER.fullmatch(tok) or "." in tok:
+                    return False
+                size = int(tok)
+            if t is None:
+                return False
+            parsed.append((lfn, t, flags, size))
+    wf = r.wf
+    lfn_index = wf.lfn_index
+    lfns = wf.lfns
+    uses = []
+    for lfn, t, flags, size in parsed:
+        idx = lfn_index.get(lfn)
+        if idx is None:
+            idx = len(lfns)
+            lfns.append(lfn)
+            lfn_index[lfn] = idx
+        if size is None and flags[0] and flags[1] and not (flags[2] or flags[3] or flags[4]):
+            uses.append(Use(idx, t))
+        else:
+            uses.append(Use(idx, t, flags[0], flags[1], flags[2], flags[3], flags[4], size))
+    r.add(jid, name, namespace, version, args, uses, stdio, prof or None, label, "job", md)
+    return True
+
+
+def read_dep(r: _Reader, m: re.Match) -> bool:
+    """Add the edges of a :data:`DEP` match; False (nothing added) to refuse."""
+    job_index = r.wf.job_index
+    if not clean(m.group(0)):
+        return False
+    pid = plain(m.group(1))
+    if pid is None:
+        return False
+    p = job_index.get(pid)
+    if p is None:
+        return False  # the general path reports it
+    kids_t = m.group(2)
+    if not kids_t:
+        return True
+    kids = []
+    for line in kids_t[:-1].split("\n"):
+        c = plain(line[4:])
+        if c is None:
+            return False
+        ci = job_index.get(c)
+        if ci is None:
+            return False
+        kids.append(ci)
+    r.wf.children[p].extend(kids)
+    return True
