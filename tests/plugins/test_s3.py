@@ -1,0 +1,396 @@
+"""The s3 plugin against a real SeaweedFS S3 gateway on 127.0.0.1 (tests/fixtures/s3.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferry.plugins.errors import (
+    AuthError,
+    ConnectError,
+    IntegrityError,
+    NotFound,
+    UnsupportedScheme,
+)
+from ferry.plugins.protocol import ProtocolContext, Sink, Source
+from ferry.plugins.registry import Registry
+from ferry.plugins.s3 import S3Protocol, S3Settings
+from ferry.plugins.testing import ConformanceEndpoint, ProtocolConformance
+from ferry.plugins.url import parse_url
+from ferry.worker.engine import Engine, TransferConfig
+from ferry.worker.request import Endpoint, TransferRequest
+from tests.fixtures.s3 import (
+    S3Site,
+    SeaweedS3,
+    s3_credentials_fixture,  # noqa: F401 - the `s3_credentials` fixture
+    s3_server_fixture,  # noqa: F401 - the `s3_server` fixture
+    write_s3_credentials,
+)
+from tests.servers import free_port
+
+MiB = 1 << 20
+#: small parts so multipart and ranged paths run on modest objects
+FAST = {
+    "s3.multipart_threshold": "6MiB",
+    "s3.part_size": "5MiB",
+    "s3.download_part_size": "2MiB",
+}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def registry(creds: S3Site | Path | None, **settings: str) -> Registry:
+    path = creds.path if isinstance(creds, S3Site) else creds
+    context = ProtocolContext(
+        concurrency=4,
+        timeout=20,
+        credentials_file=str(path) if path else None,
+        settings={**FAST, **settings},
+    )
+    return Registry(context)
+
+
+def s3(reg: Registry) -> S3Protocol:
+    proto = reg.protocol("s3")
+    assert isinstance(proto, S3Protocol)
+    return proto
+
+
+def put_bytes(
+    proto: S3Protocol, url: str, data: bytes, tmp: Path, expected: str | None = None
+) -> None:
+    src = tmp / f"src-{sha(url.encode())[:8]}"
+    src.write_bytes(data)
+    proto.put(Source(str(src), expected_sha256=expected), parse_url(url))
+
+
+def get_bytes(proto: S3Protocol, url: str, tmp: Path) -> tuple[bytes, str]:
+    path = tmp / "got"
+    sink = Sink(str(path))
+    try:
+        proto.get(parse_url(url), sink)
+    finally:
+        sink.close()
+    return path.read_bytes(), sink.sha256
+
+
+def count_requests(proto: S3Protocol, url: str) -> Counter[str]:
+    """Count the S3 operations the protocol's shared client sends from now on."""
+    seen: Counter[str] = Counter()
+
+    def hook(model: Any, **_: Any) -> None:
+        seen[model.name] += 1
+
+    client = proto.client(proto.site(parse_url(url)))
+    client.meta.events.register("before-call.s3", hook)
+    return seen
+
+
+def ferry(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ferry.planner.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+# -- the conformance kit -------------------------------------------------------------
+
+
+class TestS3Conformance(ProtocolConformance):
+    __test__ = True
+
+    @pytest.fixture
+    def endpoint(self, s3_credentials: S3Site) -> ConformanceEndpoint:
+        bucket = s3_credentials.server.create_bucket(f"bucket-kit-{os.urandom(3).hex()}")
+        return ConformanceEndpoint(
+            base_url=s3_credentials.url(bucket),
+            registry=registry(s3_credentials),
+            large_size=9 * MiB + 123,  # above the (test) multipart threshold and range size
+        )
+
+
+# -- protocol-specific ---------------------------------------------------------------
+
+
+def test_plugin_module_does_not_import_botocore() -> None:
+    code = "import sys, ferry.plugins.s3; assert 'botocore' not in sys.modules, 'imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_settings_from_context_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FERRY_S3_DOWNLOAD_STREAMS", "7")
+    s = S3Settings.from_context(
+        ProtocolContext(settings={"s3.part_size": "16M", "s3.create_bucket": "no"})
+    )
+    assert (s.part_size, s.download_streams, s.create_bucket) == (16 * MiB, 7, False)
+    assert s.multipart_threshold == 8 * MiB
+
+
+@pytest.mark.parametrize("expected", [True, False], ids=["sum-known", "sum-unknown"])
+def test_large_object_multipart_roundtrip(
+    s3_credentials: S3Site, tmp_path: Path, expected: bool
+) -> None:
+    server = s3_credentials.server
+    bucket = server.create_bucket()
+    data = os.urandom(40 * MiB + 17)
+    url = s3_credentials.url(bucket, "big/object.bin")
+    with registry(s3_credentials) as reg:
+        proto = s3(reg)
+        calls = count_requests(proto, url)
+        put_bytes(proto, url, data, tmp_path, sha(data) if expected else None)
+        # 40 MiB in 5 MiB parts: create, 9 parts, complete; nothing else
+        assert calls == Counter(CreateMultipartUpload=1, UploadPart=9, CompleteMultipartUpload=1)
+        head = server.client().head_object(Bucket=bucket, Key="big/object.bin")
+        assert head["Metadata"]["sha256"] == sha(data)
+        assert head["ETag"].strip('"').endswith("-9")  # really a multipart object
+        st = proto.stat(parse_url(url))
+        assert st.size == len(data) and st.checksums == {"sha256": sha(data)}
+        assert proto.checksum(parse_url(url)) == sha(data)
+        calls.clear()
+        got, digest = get_bytes(proto, url, tmp_path)
+        assert got == data and digest == sha(data)
+        assert calls == Counter(GetObject=21)  # 2 MiB ranges, no HEAD
+
+
+def test_small_objects_take_one_request_each(s3_credentials: S3Site, tmp_path: Path) -> None:
+    bucket = s3_credentials.server.create_bucket()
+    url = s3_credentials.url(bucket, "small.bin")
+    data = os.urandom(64 * 1024)
+    with registry(s3_credentials) as reg:
+        proto = s3(reg)
+        calls = count_requests(proto, url)
+        put_bytes(proto, url, data, tmp_path)
+        assert get_bytes(proto, url, tmp_path) == (data, sha(data))
+        assert calls == Counter(PutObject=1, GetObject=1)
+    head = s3_credentials.server.client().head_object(Bucket=bucket, Key="small.bin")
+    assert head["Metadata"]["sha256"] == sha(data)
+
+
+def test_multipart_failure_aborts_the_upload(s3_credentials: S3Site, tmp_path: Path) -> None:
+    bucket = s3_credentials.server.create_bucket()
+    url = s3_credentials.url(bucket, "guarded-big.bin")
+    with registry(s3_credentials) as reg:
+        proto = s3(reg)
+        with pytest.raises(IntegrityError):
+            put_bytes(proto, url, os.urandom(12 * MiB), tmp_path, expected="0" * 64)
+        with pytest.raises(NotFound):
+            proto.stat(parse_url(url))
+    uploads = s3_credentials.server.client().list_multipart_uploads(Bucket=bucket)
+    assert not uploads.get("Uploads")
+
+
+def test_wrong_secret_is_auth_error_without_the_secret(
+    s3_credentials: S3Site, tmp_path: Path
+) -> None:
+    server = s3_credentials.server
+    bucket = server.create_bucket()
+    server.client().put_object(Bucket=bucket, Key="k", Body=b"x")
+    wrong = "Wrong-Secret/Value+abcdef0123456789XYZ"
+    creds = write_s3_credentials(tmp_path / "bad.conf", server, secret_key=wrong)
+    with registry(creds) as reg:
+        proto = s3(reg)
+        url = s3_credentials.url(bucket, "k")
+        with pytest.raises(AuthError) as get_err:
+            get_bytes(proto, url, tmp_path)
+        with pytest.raises(AuthError) as put_err:
+            put_bytes(proto, s3_credentials.url(bucket, "new"), b"data", tmp_path)
+        for err in (get_err.value, put_err.value):
+            text = f"{err} {err!r} {err.url}"
+            assert wrong not in text and server.access_key not in text
+            assert bucket in text
+        shown = repr(proto) + repr(proto.site(parse_url(url)))
+        assert wrong not in shown and server.access_key not in shown
+
+
+def test_server_side_copy(s3_credentials: S3Site, tmp_path: Path) -> None:
+    server = s3_credentials.server
+    src_bucket, dst_bucket = server.create_bucket(), server.create_bucket()
+    data = os.urandom(300_000)
+    src = s3_credentials.url(src_bucket, "a/src.bin")
+    dst = s3_credentials.url(dst_bucket, "b/dst.bin")
+    with registry(s3_credentials) as reg:
+        put_bytes(s3(reg), src, data, tmp_path)
+    p = ferry("transfer", src, dst, "--sha256", sha(data), "--json", "--progress", "none")
+    assert p.returncode == 0, p.stderr
+    t = json.loads(p.stdout)["transfers"][0]
+    assert t["route"] == "third-party" and t["sha256"] == f"sha256:{sha(data)}"
+    assert [a["route"] for a in t["attempts"]] == ["third-party"]
+    body = server.client().get_object(Bucket=dst_bucket, Key="b/dst.bin")
+    assert body["Body"].read() == data and body["Metadata"]["sha256"] == sha(data)
+
+
+def test_copy_between_credentials_goes_two_stage(s3_credentials: S3Site, tmp_path: Path) -> None:
+    server = s3_credentials.server
+    bucket = server.create_bucket()
+    data = os.urandom(50_000)
+    src = s3_credentials.url(bucket, "src.bin")
+    dst = f"s3://other@seaweed/{bucket}/dst.bin"
+    with registry(s3_credentials) as reg:
+        proto = s3(reg)
+        put_bytes(proto, src, data, tmp_path)
+        with pytest.raises(UnsupportedScheme):
+            proto.copy(parse_url(src), parse_url(dst))
+        [result] = Engine(reg, TransferConfig(max_attempts=1)).run(
+            [
+                TransferRequest(
+                    [Endpoint(parse_url(src))], Endpoint(parse_url(dst)), sha256=sha(data)
+                )
+            ]
+        )
+        assert result.ok, result.error
+        assert result.sha256 == sha(data)
+    assert server.client().get_object(Bucket=bucket, Key="dst.bin")["Body"].read() == data
+
+
+def test_mkdir_creates_the_bucket(s3_credentials: S3Site) -> None:
+    name = f"made-by-mkdir-{os.urandom(3).hex()}"
+    with registry(s3_credentials) as reg:
+        proto = s3(reg)
+        proto.mkdir(parse_url(s3_credentials.url(name, "some/prefix")))
+        proto.mkdir(parse_url(s3_credentials.url(name)))  # again: fine
+        assert proto.stat(parse_url(s3_credentials.url(name))).is_dir
+    s3_credentials.server.client().head_bucket(Bucket=name)
+
+
+def test_put_creates_a_missing_bucket(s3_credentials: S3Site, tmp_path: Path) -> None:
+    name = f"made-by-put-{os.urandom(3).hex()}"
+    with registry(s3_credentials) as reg:
+        put_bytes(s3(reg), s3_credentials.url(name, "x/y.txt"), b"hello", tmp_path)
+    assert (
+        s3_credentials.server.client().get_object(Bucket=name, Key="x/y.txt")["Body"].read()
+        == b"hello"
+    )
+
+
+def test_recursive_remove(s3_credentials: S3Site) -> None:
+    server = s3_credentials.server
+    bucket = server.create_bucket()
+    client = server.client()
+    keys = ["dir", "dir/a", "dir/b/c", "dir/b/d e", "dir2/keep", "keep"]
+    for k in keys:
+        client.put_object(Bucket=bucket, Key=k, Body=k.encode())
+    with registry(s3_credentials) as reg:
+        proto = s3(reg)
+        assert proto.stat(parse_url(s3_credentials.url(bucket, "dir/b"))).is_dir
+        proto.remove(parse_url(s3_credentials.url(bucket, "dir")), recursive=True)
+        proto.remove(parse_url(s3_credentials.url(bucket, "dir")), recursive=True)  # missing: fine
+        proto.remove(parse_url(s3_credentials.url(bucket, "keep")))
+    left = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert left == ["dir2/keep"]
+
+
+def test_aws_environment_without_credentials_file(
+    s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "FERRY_", "PEGASUS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ferry, ~/.pegasus or ~/.aws
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    bucket = s3_server.create_bucket()
+    data = os.urandom(10_000)
+    for scheme in ("s3", "s3s"):
+        url = f"{scheme}://anysite/{bucket}/env-{scheme}.bin"
+        with registry(None) as reg:
+            proto = s3(reg)
+            assert proto.site(parse_url(url)).endpoint is None  # botocore finds it
+            put_bytes(proto, url, data, tmp_path)
+            assert get_bytes(proto, url, tmp_path) == (data, sha(data))
+    head = s3_server.client().head_object(Bucket=bucket, Key="env-s3s.bin")
+    assert head["Metadata"]["sha256"] == sha(data)
+
+
+@pytest.mark.parametrize("size", [1000, 7 * MiB], ids=["single-get", "ranged"])
+def test_stored_sum_mismatch_is_integrity_error_and_leaves_no_file(
+    s3_credentials: S3Site, tmp_path: Path, size: int
+) -> None:
+    server = s3_credentials.server
+    bucket = server.create_bucket()
+    server.client().put_object(
+        Bucket=bucket, Key="bad.bin", Body=os.urandom(size), Metadata={"sha256": "ab" * 32}
+    )
+    url = parse_url(s3_credentials.url(bucket, "bad.bin"))
+    dest = tmp_path / "out" / "bad.bin"
+    with registry(s3_credentials) as reg:
+        with pytest.raises(IntegrityError) as info:
+            get_bytes(s3(reg), str(url), tmp_path)
+        assert info.value.expected == "ab" * 32
+        [result] = Engine(reg, TransferConfig(max_attempts=1)).run(
+            [TransferRequest([Endpoint(url)], Endpoint(parse_url(f"file://{dest}")))]
+        )
+    assert not result.ok and result.error_type == "IntegrityError"
+    assert not dest.exists() and os.listdir(dest.parent) == []
+
+
+def test_missing_bucket_and_unreachable_endpoint(s3_credentials: S3Site, tmp_path: Path) -> None:
+    with registry(s3_credentials) as reg:
+        with pytest.raises(NotFound):
+            get_bytes(s3(reg), s3_credentials.url("no-such-bucket-here", "k"), tmp_path)
+    creds = tmp_path / "closed.conf"
+    creds.write_text(
+        f"[closed]\nendpoint = http://127.0.0.1:{free_port()}\n"
+        "[u@closed]\naccess_key = A\nsecret_key = B\n"
+    )
+    os.chmod(creds, 0o600)
+    with registry(creds) as reg:
+        with pytest.raises(ConnectError):
+            s3(reg).stat(parse_url("s3://u@closed/bucket/key"))
+
+
+def test_ferry_transfer_both_directions(s3_credentials: S3Site, tmp_path: Path) -> None:
+    bucket = s3_credentials.server.create_bucket()
+    files = {"small.dat": os.urandom(70_000), "big.dat": os.urandom(9 * MiB + 5)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        up = s3_credentials.url(bucket, f"cli/{name}")
+        p = ferry(
+            "transfer",
+            str(tmp_path / name),
+            up,
+            "--sha256",
+            sha(data),
+            "--json",
+            "--progress",
+            "none",
+        )
+        assert p.returncode == 0, p.stderr
+        t = json.loads(p.stdout)["transfers"][0]
+        assert t["route"] == "upload" and t["sha256"] == f"sha256:{sha(data)}"
+    listing = [
+        {
+            "type": "transfer",
+            "lfn": name,
+            "id": i,
+            "src_urls": [
+                {"site_label": "seaweed", "url": s3_credentials.url(bucket, f"cli/{name}")}
+            ],
+            "dest_urls": [{"site_label": "local", "url": f"file://{tmp_path}/back/{name}"}],
+            "sha256": sha(data),
+        }
+        for i, (name, data) in enumerate(files.items())
+    ]
+    p = ferry("transfer", "--json", "-n", "4", "--progress", "none", stdin=json.dumps(listing))
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["ok"]
+    for t in report["transfers"]:
+        data = files[t["lfn"]]
+        assert t["route"] == "download" and t["sha256"] == f"sha256:{sha(data)}"
+        assert (tmp_path / "back" / t["lfn"]).read_bytes() == data
+    assert s3_credentials.server.secret_key not in p.stderr + p.stdout
