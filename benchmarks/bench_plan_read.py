@@ -10,7 +10,10 @@ fresh Python process so that its peak RSS (``ru_maxrss``) is its own.
     python benchmarks/bench_plan_read.py --json out.json
 
 ``--baseline`` adds PyYAML's ``CSafeLoader`` on the 10k file (the whole document
-into dicts, as a generic reader would). Results go to stdout as a Markdown table.
+into dicts, as a generic reader would). Results go to stdout as a Markdown table:
+wall time, CPU time of the reading process and of its forked workers, the reading
+process's peak RSS (``ru_maxrss``), and the peak total PSS of the process and its
+workers (sampled every 0.2 s from ``/proc``; shared pages counted once).
 """
 
 from __future__ import annotations
@@ -83,18 +86,55 @@ def child(mode: str, path: str) -> None:
         jobs = len(data["jobs"])
     wall, used = time.perf_counter() - w0, cpu() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"mode": mode, "jobs": jobs, "wall": wall, "cpu": used, "rss": rss}))
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "jobs": jobs,
+                "wall": wall,
+                "cpu": used,
+                "rss": rss,
+                "workers_cpu": kids.ru_utime + kids.ru_stime,
+                "workers_rss": kids.ru_maxrss * 1024,
+            }
+        )
+    )
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size of ``pid`` and its descendants, in bytes (0 if gone)."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except (OSError, ValueError):
+        return total
+    return total + sum(_pss(k) for k in kids)
 
 
 def run(mode: str, path: Path) -> dict:
-    out = subprocess.run(
+    """One measurement in a fresh process; samples the PSS of it and its workers."""
+    proc = subprocess.Popen(
         [sys.executable, __file__, "--child", mode, str(path)],
-        check=True,
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
     )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _pss(proc.pid))
+        time.sleep(0.2)
+    out = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode:
+        raise SystemExit(f"measurement failed: {mode} {path}")
+    result = json.loads(out.strip().splitlines()[-1])
     result["size"] = path.stat().st_size
+    result["pss"] = peak
     return result
 
 
@@ -119,13 +159,17 @@ def main() -> int:
     if args.baseline:
         results.append(run("pyyaml", workflow(10000)))
     print(f"# load average before: {load:.1f}; cores: {os.cpu_count()}")
-    print("| reader | jobs | YAML size | wall s | CPU s | peak RSS |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| reader | jobs | YAML size | wall s | CPU s (main) | CPU s (workers) | peak RSS (main)"
+        " | peak PSS (all) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         name = "ferry load_workflow" if r["mode"] == "ferry" else "PyYAML CSafeLoader (dicts)"
         print(
             f"| {name} | {r['jobs']:,} | {r['size'] / 1e6:.0f} MB | {r['wall']:.1f} |"
-            f" {r['cpu']:.1f} | {r['rss'] / 2**30:.2f} GiB |"
+            f" {r['cpu']:.1f} | {r['workers_cpu']:.1f} | {r['rss'] / 2**30:.2f} GiB |"
+            f" {r['pss'] / 2**30:.2f} GiB |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

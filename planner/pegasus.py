@@ -52,6 +52,7 @@ read with msgspec, one job at a time.
 from __future__ import annotations
 
 import gc
+import marshal
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -403,7 +404,9 @@ class _Reader:
             )
             raise ConfigError(cat.located(self.source, src_text, exc, off)) from None
         if "jobs" in big:
-            self._read_big(big["jobs"], self._jobs_batch, strict.JOB, strict.read_job)
+            self._read_big(
+                big["jobs"], self._jobs_batch, strict.JOB, strict.parse_job, strict.apply_job
+            )
         elif "jobs" in top:
             jtext, joff = where["jobs"]
             self.job_lines = lambda i: _line_of(jtext, ("jobs", i), joff)
@@ -416,7 +419,13 @@ class _Reader:
             except Invalid as exc:
                 raise ConfigError(cat.located(self.source, jtext, exc, joff)) from None
         if "jobDependencies" in big:
-            self._read_big(big["jobDependencies"], self._deps_batch, strict.DEP, strict.read_dep)
+            self._read_big(
+                big["jobDependencies"],
+                self._deps_batch,
+                strict.DEP,
+                strict.parse_dep,
+                strict.apply_dep,
+            )
         elif top.get("jobDependencies") is not None:
             dtext, doff = where["jobDependencies"]
             try:
@@ -446,9 +455,11 @@ class _Reader:
                 raise
         return data
 
-    def _read_big(self, b: Block, handle: Any, pattern: re.Pattern, read: Any) -> None:
-        batches = iter_items(self.text, b.value_start, b.end, b.line + 1, BATCH)
+    def _read_big(
+        self, b: Block, handle: Any, pattern: re.Pattern, parse: Any, apply: Any
+    ) -> None:
         text = self.text
+        batches = list(iter_items(text, b.value_start, b.end, b.line + 1, BATCH))
         first_jobs: list[tuple[int, int, int]] = []  # (job index, batch start, line)
         if b.key == "jobs":
 
@@ -462,38 +473,52 @@ class _Reader:
                 return None
 
             self.job_lines = job_line
-        for bs, be, bl, n in batches:
-            first_jobs.append((len(self.wf.jobs), bs, bl))
-            if self.strict and text.startswith("-", bs):
-                self._strict(bs, be, bl, handle, pattern, read)
-            else:
+        if not batches:
+            return
+        if self.strict and text.startswith("-", batches[0][0]):
+            scanned = _scan_batches(text, batches, pattern, parse)
+            try:
+                for bs, _be, bl, _n in batches:
+                    first_jobs.append((len(self.wf.jobs), bs, bl))
+                    self._consume(next(scanned), bs, bl, handle, apply)
+            finally:
+                scanned.close()
+        else:
+            for bs, be, bl, n in batches:
+                first_jobs.append((len(self.wf.jobs), bs, bl))
                 self._batch(bs, be, bl, n, handle)
 
-    def _strict(
-        self, bs: int, be: int, bl: int, handle: Any, pattern: re.Pattern, read: Any
-    ) -> None:
-        """Items the strict reader takes; runs of refused ones go to the YAML parser."""
-        text = self.text
-        match = pattern.match
-        find = text.find
-        pos = bs
+    def _consume(self, entries: list[tuple], bs: int, bl: int, handle: Any, apply: Any) -> None:
+        """Apply the strict reader's records; runs of refused items go to the YAML parser."""
         run = -1
-        while pos < be:
-            nxt = find("\n-", pos, be)
-            end = be if nxt < 0 else nxt + 1
-            m = match(text, pos, end)
-            if m is not None and m.end() == end:
-                if run >= 0:
-                    self._run(run, pos, bs, bl, handle)
-                    run = -1
-                if read(self, m):
-                    pos = end
-                    continue
-            if run < 0:
-                run = pos
-            pos = end
+        run_end = -1
+        for rec in entries:
+            if rec[0] is None:  # refused: (None, start, end)
+                if run < 0:
+                    run = rec[1]
+                run_end = rec[2]
+                continue
+            if run >= 0:
+                self._run(run, run_end, bs, bl, handle)
+                run = -1
+            if not apply(self, rec):
+                # refused late (a dependency on an unknown id): the general path says why
+                start, end = self._span_of(rec, entries, bs)
+                self._run(start, end, bs, bl, handle)
         if run >= 0:
-            self._run(run, be, bs, bl, handle)
+            self._run(run, run_end, bs, bl, handle)
+
+    def _span_of(self, rec: tuple, entries: list[tuple], bs: int) -> tuple[int, int]:
+        """Where the item of a record lies: from its neighbours' spans, else by rescanning."""
+        text = self.text
+        pos = bs
+        for e in entries:
+            nxt = text.find("\n-", pos)
+            end = len(text) if nxt < 0 else nxt + 1
+            if e is rec:
+                return pos, end
+            pos = end
+        raise AssertionError("record not in its batch")
 
     def _run(self, rs: int, re_: int, bs: int, bl: int, handle: Any) -> None:
         n = self.text.count("\n-", rs, re_ - 1) + 1
@@ -840,6 +865,57 @@ class _Reader:
                 f"{self.source}: unknown uses key {k!r} ignored (first in job {jid!r})"
             )
         return wf
+
+
+# --- the strict reader, in this process or in forked workers ----------------------
+
+#: jobs text above which the strict reader runs in worker processes
+PARALLEL_MIN = 16 << 20
+_SCAN: tuple = ()
+
+
+def _scan_batches(text: str, batches: list, pattern: re.Pattern, parse: Any) -> Any:
+    """Yield :func:`strictread.scan` results for ``batches``, in order.
+
+    A large text is scanned by forked workers (they share ``text`` copy-on-write and
+    send back small records); the caller applies the records in order meanwhile.
+    """
+    global _SCAN
+    workers = _workers()
+    size = batches[-1][1] - batches[0][0]
+    if workers < 2 or size < PARALLEL_MIN:
+        for bs, be, _bl, _n in batches:
+            yield strict.scan(text, bs, be, pattern, parse)
+        return
+    import multiprocessing
+
+    _SCAN = (text, pattern, parse)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(workers) as pool:
+            spans = [(bs, be) for bs, be, _bl, _n in batches]
+            for blob in pool.imap(_scan_one, spans, chunksize=1):
+                yield marshal.loads(blob)
+    finally:
+        _SCAN = ()
+
+
+def _scan_one(span: tuple[int, int]) -> bytes:
+    text, pattern, parse = _SCAN
+    # marshal: some ten times cheaper to write than pickle for these records
+    return marshal.dumps(strict.scan(text, span[0], span[1], pattern, parse))
+
+
+def _workers() -> int:
+    import threading
+
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return 1
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return min(n, 4)
 
 
 def _arg(a: Any, jid: str, i: int) -> str:

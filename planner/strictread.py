@@ -14,14 +14,23 @@ produces what the general path would (the tests compare the two).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ferry.planner.model import USE_TYPES, Use
 
 if TYPE_CHECKING:  # pragma: no cover
     from ferry.planner.pegasus import _Reader
 
-__all__ = ["JOB", "DEP", "plain", "read_dep", "read_job"]
+__all__ = [
+    "DEP",
+    "JOB",
+    "apply_dep",
+    "apply_job",
+    "parse_dep",
+    "parse_job",
+    "plain",
+    "scan",
+]
 
 JOB = re.compile(
     r"- type: job\n"
@@ -48,6 +57,7 @@ _BOOLS = {"true": True, "false": False}
 _BAD_FIRST = frozenset("?:,[]{}#&*!|>\"%@`<=~ \t'")
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
 _ID = re.compile(r"[-0-9a-zA-Z_]+")
+_DEFAULTS = (True, True, False, False, False)
 # the lines of a use entry after its lfn: line -> (-1, type) or (flag index, value)
 _USE_LINES: dict[str, tuple[int, object]] = {f"type: {k}": (-1, v) for k, v in USE_TYPES.items()}
 for _i, _flag in enumerate(("stageOut", "registerReplica", "optional", "executable", "bypass")):
@@ -150,38 +160,37 @@ def _mapping1(block: str) -> dict | None:
     return out or None
 
 
-def read_job(r: _Reader, m: re.Match) -> bool:
-    """Add the job that ``m`` (a :data:`JOB` match) holds; False (nothing added) to refuse."""
+def parse_job(m: re.Match) -> tuple | None:
+    """The job in ``m`` (a :data:`JOB` match) as a record for :func:`apply_job`; None to refuse.
+
+    Pure: it touches no model, so it can run in another process.
+    """
     ns_t, ver_t, name_t, id_t, in_t, out_t, err_t, label_t, args_t, uses_t, prof_t, md_t = (
         m.groups()
     )
     if not clean(m.group(0)):
-        return False
+        return None
     jid = plain(id_t)
     if jid is None or not _ID.fullmatch(jid):
-        return False
-    names = r.names
+        return None
     name = plain(name_t)
     if name is None:
-        return False
-    name = names.setdefault(name, name)
+        return None
     namespace = version = None
     if ns_t is not None:
         namespace = plain(ns_t)
         if namespace is None:
-            return False
-        namespace = names.setdefault(namespace, namespace)
+            return None
     if ver_t is not None:
         version = plain(ver_t)
         if version is None:
-            return False
-        version = names.setdefault(version, version)
+            return None
     args: list[str] = []
     if args_t:
         for line in args_t[:-1].split("\n"):
             a = plain(line[4:])
             if a is None:
-                return False
+                return None
             args.append(a)
     stdio = None
     if in_t is not None or out_t is not None or err_t is not None:
@@ -190,35 +199,32 @@ def read_job(r: _Reader, m: re.Match) -> bool:
             if t is not None:
                 v = plain(t)
                 if v is None:
-                    return False
+                    return None
                 stdio[k] = v  # type: ignore[call-overload]
     label = None
     if label_t is not None:
         label = plain(label_t)
         if label is None:
-            return False
+            return None
     prof = None
     if prof_t is not None:
-        raw = _mapping2(prof_t)
-        if raw is None:
-            return False
-        prof = r._profiles(raw, jid)
+        prof = _mapping2(prof_t)
+        if prof is None:
+            return None
     md = None
     if md_t is not None:
         md = _mapping1(md_t)
         if md is None:
-            return False
-
-    # uses last: they intern LFNs, so nothing may refuse after the first one
-    parsed = []
+            return None
+    uses = []
     if uses_t:
         for entry in uses_t[9:-1].split("\n  - lfn: "):
             lines = entry.split("\n    ")
             lfn = plain(lines[0])
             if lfn is None:
-                return False
+                return None
             t = None
-            flags = [True, True, False, False, False]
+            flags = None
             size = None
             for line in lines[1:]:
                 known = _USE_LINES.get(line)
@@ -226,16 +232,32 @@ def read_job(r: _Reader, m: re.Match) -> bool:
                     i, v = known
                     if i < 0:
                         t = v
-                    else:
+                    elif v is not _DEFAULTS[i]:
+                        if flags is None:
+                            flags = [True, True, False, False, False]
                         flags[i] = v
                     continue
                 key, sep, tok = line.partition(": ")
                 if key != "size" or not _NUMBER.fullmatch(tok) or "." in tok:
-                    return False
+                    return None
                 size = int(tok)
             if t is None:
-                return False
-            parsed.append((lfn, t, flags, size))
+                return None
+            uses.append((lfn, t, flags, size))
+    return (jid, name, namespace, version, args, uses, stdio, prof, label, md)
+
+
+def apply_job(r: _Reader, rec: tuple) -> bool:
+    """Add the job of a :func:`parse_job` record to the reader's workflow."""
+    jid, name, namespace, version, args, parsed, stdio, prof, label, md = rec
+    names = r.names
+    name = names.setdefault(name, name)
+    if namespace is not None:
+        namespace = names.setdefault(namespace, namespace)
+    if version is not None:
+        version = names.setdefault(version, version)
+    if prof is not None:
+        prof = r._profiles(prof, jid) or None
     wf = r.wf
     lfn_index = wf.lfn_index
     lfns = wf.lfns
@@ -246,36 +268,64 @@ def read_job(r: _Reader, m: re.Match) -> bool:
             idx = len(lfns)
             lfns.append(lfn)
             lfn_index[lfn] = idx
-        if size is None and flags[0] and flags[1] and not (flags[2] or flags[3] or flags[4]):
+        if flags is None and size is None:
             uses.append(Use(idx, t))
         else:
-            uses.append(Use(idx, t, flags[0], flags[1], flags[2], flags[3], flags[4], size))
-    r.add(jid, name, namespace, version, args, uses, stdio, prof or None, label, "job", md)
+            f = flags or _DEFAULTS
+            uses.append(Use(idx, t, f[0], f[1], f[2], f[3], f[4], size))
+    r.add(jid, name, namespace, version, args, uses, stdio, prof, label, "job", md)
     return True
 
 
-def read_dep(r: _Reader, m: re.Match) -> bool:
-    """Add the edges of a :data:`DEP` match; False (nothing added) to refuse."""
-    job_index = r.wf.job_index
+def parse_dep(m: re.Match) -> tuple | None:
+    """The entry in ``m`` (a :data:`DEP` match) as ``(parent, [children])``; None to refuse."""
     if not clean(m.group(0)):
-        return False
+        return None
     pid = plain(m.group(1))
     if pid is None:
-        return False
+        return None
+    kids_t = m.group(2)
+    kids = []
+    if kids_t:
+        for line in kids_t[:-1].split("\n"):
+            c = plain(line[4:])
+            if c is None:
+                return None
+            kids.append(c)
+    return (pid, kids)
+
+
+def apply_dep(r: _Reader, rec: tuple) -> bool:
+    """Add the edges of a :func:`parse_dep` record; False (nothing added) for unknown ids."""
+    job_index = r.wf.job_index
+    pid, kids = rec
     p = job_index.get(pid)
     if p is None:
-        return False  # the general path reports it
-    kids_t = m.group(2)
-    if not kids_t:
-        return True
-    kids = []
-    for line in kids_t[:-1].split("\n"):
-        c = plain(line[4:])
-        if c is None:
-            return False
+        return False  # the general path reports it, with its line
+    out = []
+    for c in kids:
         ci = job_index.get(c)
         if ci is None:
             return False
-        kids.append(ci)
-    r.wf.children[p].extend(kids)
+        out.append(ci)
+    r.wf.children[p].extend(out)
     return True
+
+
+def scan(text: str, bs: int, be: int, pattern: re.Pattern, parse: Any) -> list[tuple]:
+    """Parse the items of ``text[bs:be]`` (items start with ``-`` at column 0).
+
+    Each item becomes its record, or ``(None, start, end)`` when refused.
+    """
+    match = pattern.match
+    find = text.find
+    out: list[tuple] = []
+    pos = bs
+    while pos < be:
+        nxt = find("\n-", pos, be)
+        end = be if nxt < 0 else nxt + 1
+        m = match(text, pos, end)
+        rec = parse(m) if m is not None and m.end() == end else None
+        out.append(rec if rec is not None else (None, pos, end))
+        pos = end
+    return out

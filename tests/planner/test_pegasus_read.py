@@ -700,6 +700,43 @@ def test_irregular_documents_fall_back(tmp_path: Path) -> None:
     assert [j.id for j in got.jobs] == ["j1", "j2"]
 
 
+def mixed(n: int) -> str:
+    """API-shaped jobs with, every 7th, one the strict reader refuses (hooks, quotes...)."""
+    text = synthetic(n)
+    odd = [
+        '  hooks:\n    shell:\n    - _on: end\n      cmd: /bin/true\n',
+        '  nodeLabel: "double quoted"\n',
+        "  profiles:\n    ENV:\n      X: 007\n",
+        "  metadata:\n    k: yes\n",
+    ]
+    parts = text.split("\n- type: job\n")
+    for i in range(1, len(parts), 7):
+        head, sep, tail = parts[i].partition("  arguments:")
+        parts[i] = head + odd[i % len(odd)] + sep + tail if "jobDependencies" not in head else parts[i]
+    return "\n- type: job\n".join(parts)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_strict_reader_with_refused_jobs_in_between(tmp_path: Path, monkeypatch, parallel: bool) -> None:
+    from ferry.planner import pegasus
+
+    monkeypatch.setattr(pegasus, "BATCH", 50)
+    if parallel:  # forked workers scan, this process applies
+        monkeypatch.setattr(pegasus, "PARALLEL_MIN", 0)
+    p = write(tmp_path, mixed(700))
+    got = both(p, cwd=tmp_path)
+    assert len(got.jobs) == 700
+    assert any("hooks" in w for w in got.warnings)
+    assert job(got, "ID0000022").profiles == {"env": {"X": 7}}  # ENV, 007
+    assert job(got, "ID0000001").node_label == "double quoted"
+    # a dependency on an unknown job, far down: the error still names its line
+    text = p.read_text().replace("  - ID0000600\n", "  - ID9999999\n")
+    p.write_text(text)
+    line = text[: text.index("ID9999999")].count("\n") + 1
+    msg = error_of(p, cwd=tmp_path)
+    assert msg.startswith(f"{p}:{line}:") and "'ID9999999'" in msg, msg
+
+
 # --- size -----------------------------------------------------------------------------------------
 
 
