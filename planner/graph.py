@@ -60,7 +60,10 @@ def _producers(wf: Workflow) -> array:
     producer = array("i", [-1]) * len(wf.lfns)
     dups: list[str] = []
     for j, job in enumerate(wf.jobs):
-        for u in job_outputs(job):
+        for u in job.uses:
+            t = u.type
+            if t != USE_OUTPUT and t != USE_INOUT:
+                continue
             p = producer[u.lfn]
             if p == -1 or p == j:
                 producer[u.lfn] = j
@@ -69,26 +72,40 @@ def _producers(wf: Workflow) -> array:
                     f"file {wf.lfns[u.lfn]!r} is an output of more than one job:"
                     f" {wf.jobs[p].id} and {job.id}"
                 )
+        for std in (job.stdout, job.stderr):
+            if std is not None and producer[std] == -1:
+                producer[std] = j
     if dups:
         raise PlanError("\n".join(dups))
     return producer
 
 
 def build_graph(wf: Workflow) -> Graph:
-    """Edges from jobDependencies and from files; raises :class:`PlanError` on a cycle."""
+    """Edges from jobDependencies and from files; raises :class:`PlanError` on a cycle.
+
+    The implied edges are added to ``wf.children`` in place (the graph owns them).
+    """
     n = len(wf.jobs)
     producer = _producers(wf)
-    children: list[list[int]] = [list(c) for c in wf.children]
+    children = wf.children
     while len(children) < n:
         children.append([])
     for j, job in enumerate(wf.jobs):
-        for u in job_inputs(job):
-            p = producer[u.lfn]
+        for u in job.uses:
+            t = u.type
+            if t == USE_INPUT or t == USE_INOUT:
+                p = producer[u.lfn]
+                if p >= 0 and p != j:
+                    children[p].append(j)
+        if job.stdin is not None:
+            p = producer[job.stdin]
             if p >= 0 and p != j:
                 children[p].append(j)
     parents: list[list[int]] = [[] for _ in range(n)]
     for p in range(n):
         ch = children[p]
+        if not ch:
+            continue
         if len(ch) > 1:
             ch = sorted(set(ch))
             children[p] = ch

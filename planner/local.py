@@ -36,7 +36,7 @@ from collections import deque
 from typing import Any, TextIO
 
 from .rundir import Journal, Plan, ReplicaWriter, RunDir, read_journal, read_replicas_out
-from .zygote import Zygote
+from .zygote import DEFAULT_JOBS_PER_PROCESS, Zygote
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "LocalRunner"]
 
@@ -57,12 +57,16 @@ class LocalRunner:
         progress: bool | None = None,
         out: TextIO | None = None,
         summary: bool = True,
+        jobs_per_process: int = DEFAULT_JOBS_PER_PROCESS,
+        work_dir: str | None = None,
     ) -> None:
         self.rd = RunDir(run_dir)
         self.slots = max(1, slots or os.cpu_count() or 1)
         self.out = out or sys.stdout
         self.progress_enabled = self.out.isatty() if progress is None else progress
         self.summary = summary
+        self.jobs_per_process = jobs_per_process
+        self.work_dir = os.path.abspath(work_dir) if work_dir else None
         self.stopping: int | None = None
         self.plan: Plan | None = None
 
@@ -146,10 +150,12 @@ class LocalRunner:
 
             raise ConfigError(f"{rd} is being run by process {pid} (run.pid); not starting twice")
         os.makedirs(rd.records, exist_ok=True)
-        os.makedirs(rd.work, exist_ok=True)
-        # the zygote first: it must be forked before any thread exists
+        os.makedirs(self.work_dir or rd.work, exist_ok=True)
         self.zygote = Zygote.start(
-            records_dir=rd.records, workdir_base=rd.work, log_file=rd.log_file
+            records_dir=rd.records,
+            workdir_base=self.work_dir or rd.work,
+            log_file=rd.log_file,
+            jobs_per_process=self.jobs_per_process,
         )
         with open(rd.pid_file + ".tmp", "w") as f:
             f.write(f"{os.getpid()}\n")

@@ -25,6 +25,7 @@ The passes, in order:
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import time
@@ -38,10 +39,10 @@ from ferry.worker.jobspec import SourceURL
 
 from . import profiles as prof
 from .graph import Graph, PlanError, build_graph, job_inputs, job_outputs
-from .model import USE_CHECKPOINT, Workflow
-from .rundir import PLAN_VERSION, CleanupAction, ClusterFile, Plan, PlanJob, Register, RunDir
+from .model import USE_CHECKPOINT, USE_INOUT, USE_INPUT, USE_OUTPUT, Workflow
+from .rundir import PLAN_VERSION, SHARD, CleanupAction, ClusterFile, Plan, PlanJob, Register, RunDir
 from .sites import SiteLayout, resolve_sites
-from .specs import SpecBuilder, _replicas
+from .specs import SpecBuilder
 
 __all__ = ["PlanError", "PlanOptions", "PlanResult", "plan_workflow"]
 
@@ -49,6 +50,9 @@ CLEANUP_MODES = ("none", "leaf", "inplace")
 MAX_ERRORS = 20
 #: plans with at least this many entries write their specs from several processes
 PARALLEL_THRESHOLD = 5000
+#: with spec_layout "auto", plans with more entries than this pack their specs
+PACK_THRESHOLD = 20000
+SPEC_LAYOUTS = ("auto", "files", "packed")
 
 
 @dataclass
@@ -68,6 +72,9 @@ class PlanOptions:
     backend: str = "local"
     #: processes that write specs (None: the number of CPUs)
     writers: int | None = None
+    #: files (one JSON file per job), packed (JSON lines, 1,000 plan entries per file),
+    #: auto (packed above PACK_THRESHOLD entries)
+    spec_layout: str = "auto"
 
 
 @dataclass
@@ -81,6 +88,8 @@ class PlanResult:
     cleanup_actions: int
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: seconds per planning pass
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 _BAD_ID = re.compile(r"[^A-Za-z0-9_.-]")
@@ -88,7 +97,21 @@ _BAD_ID = re.compile(r"[^A-Za-z0-9_.-]")
 
 def plan_workflow(wf: Workflow, options: PlanOptions) -> PlanResult:
     """Plan ``wf`` into ``options.run_dir``; bad input raises :class:`PlanError` first."""
+    # millions of small lists and structs, none of them in a cycle: the cyclic
+    # garbage collector would only walk them over and over
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _plan(wf, options)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
     t0 = time.monotonic()
+    if options.spec_layout not in SPEC_LAYOUTS:
+        raise PlanError(f"spec layout must be one of {', '.join(SPEC_LAYOUTS)}")
     if options.cleanup not in CLEANUP_MODES:
         raise PlanError(
             f"--cleanup must be one of {', '.join(CLEANUP_MODES)}, not {options.cleanup!r}"
@@ -101,7 +124,16 @@ def plan_workflow(wf: Workflow, options: PlanOptions) -> PlanResult:
     if not any(not d for d in dropped):
         raise PlanError(f"{wf.source}: the workflow has no jobs ferry can run")
 
+    phases: dict[str, float] = {}
+    tick = [time.monotonic()]
+
+    def mark(name: str) -> None:
+        now = time.monotonic()
+        phases[name] = round(now - tick[0], 3)
+        tick[0] = now
+
     graph = build_graph(wf)
+    mark("graph")
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     layout = resolve_sites(
         wf.site_catalog,
@@ -130,12 +162,14 @@ def plan_workflow(wf: Workflow, options: PlanOptions) -> PlanResult:
         default_retries=options.retries,
     )
     _validate(wf, graph, builder, kept)
+    mark("validate")
 
     pruned_ids: list[str] = []
     if not options.force:
         pruned_ids = _reuse(wf, graph, builder, layout, kept, options.reuse_output_site)
     staged = _staged(wf, graph, kept)
     builder.staged = staged
+    mark("reuse")
 
     entries = _entries(wf, graph, builder, kept, options.cluster)
     entry_of = array("i", [-1]) * n
@@ -143,32 +177,55 @@ def plan_workflow(wf: Workflow, options: PlanOptions) -> PlanResult:
         for j in members:
             entry_of[j] = e
     ids = _entry_ids(wf, graph, builder, entries)
+    mark("cluster")
 
     plan_jobs: list[PlanJob] = []
+    gparents = graph.parents
+    jobs = wf.jobs
     for e, members in enumerate(entries):
-        first = wf.jobs[members[0]]
-        site = builder.site_of(members[0])
-        parents = sorted({entry_of[p] for j in members for p in graph.parents[j] if kept[p]} - {e})
-        register = [Register(*r) for j in members for r in builder.register(j)]
-        is_cluster = len(members) > 1
-        plan_jobs.append(
-            PlanJob(
+        j0 = members[0]
+        t = builder.template(j0)
+        if len(members) == 1:
+            parents = [ids[entry_of[p]] for p in gparents[j0] if kept[p]]
+            register = builder.register(j0)
+            pj = PlanJob(
                 id=ids[e],
-                transformation=first.transformation,
-                spec=rd.spec_path(e, f"{ids[e]}.cluster.json" if is_cluster else f"{ids[e]}.json"),
-                parents=[ids[p] for p in parents],
-                retries=max(builder.retries(wf.jobs[j], builder.site_of(j)) for j in members),
-                members=[wf.jobs[j].id for j in members] if is_cluster else None,
-                site=site,
-                register=register,
+                transformation=t.labels["transformation"],
+                spec=rd.spec_path(e, f"{ids[e]}.json"),
+                retries=t.retries,
+                parents=parents,
+                site=t.labels["site"],
             )
-        )
+            if register:
+                pj.register = [Register(*r) for r in register]
+        else:
+            pe = sorted({entry_of[p] for j in members for p in gparents[j] if kept[p]} - {e})
+            pj = PlanJob(
+                id=ids[e],
+                transformation=t.labels["transformation"],
+                spec=rd.spec_path(e, f"{ids[e]}.cluster.json"),
+                retries=max(builder.template(j).retries for j in members),
+                parents=[ids[p] for p in pe],
+                members=[jobs[j].id for j in members],
+                site=t.labels["site"],
+                register=[Register(*r) for j in members for r in builder.register(j)],
+            )
+        plan_jobs.append(pj)
+    mark("entries")
     cleanup = _cleanup(wf, graph, builder, kept, staged, entry_of, ids, options.cleanup)
+    mark("cleanup")
 
     os.makedirs(rd.path, exist_ok=True)
     os.makedirs(rd.records, exist_ok=True)
     os.makedirs(rd.join("jobs"), exist_ok=True)
-    _write_specs(rd, wf, builder, entries, ids, options.writers)
+    packed = options.spec_layout == "packed" or (
+        options.spec_layout == "auto" and len(entries) > PACK_THRESHOLD
+    )
+    offsets = _write_specs(rd, wf, builder, entries, ids, options.writers, packed)
+    if packed:
+        for e, pj in enumerate(plan_jobs):
+            pj.spec = f"{rd.pack_path(e // SHARD)}@{offsets[e]}"
+    mark("specs")
     warnings.extend(builder.warnings)
     plan = Plan(
         version=PLAN_VERSION,
@@ -176,7 +233,7 @@ def plan_workflow(wf: Workflow, options: PlanOptions) -> PlanResult:
         created=time.time(),
         backend=options.backend,
         options={
-            "source": wf.source,
+            "source": os.path.abspath(wf.source) if os.path.exists(wf.source) else wf.source,
             "run_id": run_id,
             "sites": layout.compute_sites,
             "output_sites": [o.site for o in layout.outputs],
@@ -186,6 +243,7 @@ def plan_workflow(wf: Workflow, options: PlanOptions) -> PlanResult:
             "reuse_output_site": options.reuse_output_site,
             "retries": options.retries,
             "cluster": options.cluster,
+            "spec_layout": "packed" if packed else "files",
             "layout": layout.to_json(),
         },
         jobs=plan_jobs,
@@ -194,6 +252,7 @@ def plan_workflow(wf: Workflow, options: PlanOptions) -> PlanResult:
         warnings=warnings,
     )
     rd.write_plan(plan)
+    mark("plan.json")
     return PlanResult(
         run_dir=rd.path,
         workflow=wf.name,
@@ -204,6 +263,7 @@ def plan_workflow(wf: Workflow, options: PlanOptions) -> PlanResult:
         cleanup_actions=len(cleanup),
         warnings=warnings,
         seconds=time.monotonic() - t0,
+        phases=phases,
     )
 
 
@@ -257,41 +317,79 @@ def _job_sites(wf: Workflow, layout: SiteLayout) -> list[str] | None:
 
 
 def _bad_lfn(lfn: str) -> bool:
-    parts = lfn.split("/")
-    return lfn.startswith("/") or ".." in parts or not lfn
+    if not lfn or lfn[0] == "/":
+        return True
+    return ".." in lfn and ".." in lfn.split("/")
+
+
+def has_replica(rc, lfn: str) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the replica catalog knows ``lfn`` (exactly or by a regex entry)."""
+    if lfn in rc.entries:
+        return True
+    for pattern, _ in rc.regex:
+        if pattern.fullmatch(lfn):
+            return True
+    return False
 
 
 def _validate(wf: Workflow, graph: Graph, builder: SpecBuilder, kept: bytearray) -> None:
     errors: list[str] = []
     rc = wf.replica_catalog
+    lfns = wf.lfns
     producer = graph.producer
-    checked_lfn = bytearray(len(wf.lfns))
+    checked_lfn = bytearray(len(lfns))
+    bad_tx: dict[str, list[str]] = {}  # one message per transformation, naming its jobs
+    good_tx: set[str] = set()
+    per_job = not builder.has_tc  # without a catalog the job's own inputs count
     for j, job in enumerate(wf.jobs):
         if not kept[j]:
             continue
         if len(errors) >= MAX_ERRORS:
             break
-        why = builder.check_transformation(job)
-        if why:
-            errors.append(why)
-        for u in job_inputs(job):
-            lfn = wf.lfns[u.lfn]
-            p = producer[u.lfn]
-            if p >= 0 and p != j and kept[p]:
-                continue
-            if not _replicas(rc, lfn):
-                errors.append(
-                    f"job {job.id}: input {lfn!r} is not produced by any job and has no"
-                    " replica in the replica catalog"
-                )
+        tx = job.transformation
+        if tx not in good_tx:
+            seen = bad_tx.get(tx)
+            if seen is not None and not per_job:
+                seen.append(job.id)
+            else:
+                why = builder.check_transformation(job)
+                if why:
+                    bad_tx.setdefault(tx, []).append(job.id)
+                    if len(bad_tx[tx]) == 1:
+                        errors.append(why)
+                elif not per_job:
+                    good_tx.add(tx)
         for u in job.uses:
-            if not checked_lfn[u.lfn]:
-                checked_lfn[u.lfn] = 1
-                if _bad_lfn(wf.lfns[u.lfn]):
+            li = u.lfn
+            t = u.type
+            if t == USE_INPUT or t == USE_INOUT:
+                p = producer[li]
+                if not (p >= 0 and p != j and kept[p]) and not has_replica(rc, lfns[li]):
                     errors.append(
-                        f"job {job.id}: file {wf.lfns[u.lfn]!r} must be a relative path"
+                        f"job {job.id}: input {lfns[li]!r} is not produced by any job and has no"
+                        " replica in the replica catalog"
+                    )
+            if not checked_lfn[li]:
+                checked_lfn[li] = 1
+                if _bad_lfn(lfns[li]):
+                    errors.append(
+                        f"job {job.id}: file {lfns[li]!r} must be a relative path"
                         " without '..' (it names a file in the job's work directory)"
                     )
+        if job.stdin is not None:
+            p = producer[job.stdin]
+            if not (p >= 0 and p != j and kept[p]) and not has_replica(rc, lfns[job.stdin]):
+                errors.append(
+                    f"job {job.id}: stdin {lfns[job.stdin]!r} is not produced by any job and"
+                    " has no replica in the replica catalog"
+                )
+    for tx, jobs in bad_tx.items():
+        if len(jobs) > 1:
+            errors.append(
+                f"transformation {tx!r} is also used by {len(jobs) - 1} other job(s): "
+                + ", ".join(jobs[1:6])
+                + (" ..." if len(jobs) > 6 else "")
+            )
     if errors:
         more = " (and maybe more)" if len(errors) >= MAX_ERRORS else ""
         raise PlanError(
@@ -342,7 +440,7 @@ def _reuse(
         if state:
             return state == 1
         lfn = wf.lfns[lfn_i]
-        ok = bool(_replicas(rc, lfn))
+        ok = has_replica(rc, lfn)
         if not ok and look_at_output:
             url = _exists_at_output(layout, lfn, registry)
             if url is not None:
@@ -358,9 +456,16 @@ def _reuse(
     for j, job in enumerate(wf.jobs):
         if not kept[j]:
             continue
-        outs = job_outputs(job)
-        if outs and all(available(u.lfn) for u in outs):
-            pruned[j] = 1
+        some = False
+        for u in job.uses:
+            t = u.type
+            if t == USE_OUTPUT or t == USE_INOUT:
+                some = True
+                if not available(u.lfn):
+                    break
+        else:
+            if some and all(available(x) for x in (job.stdout, job.stderr) if x is not None):
+                pruned[j] = 1
     if not any(pruned):
         return []
     for j in reversed(graph.order):
@@ -389,24 +494,28 @@ def _staged(wf: Workflow, graph: Graph, kept: bytearray) -> bytearray:
     for j, job in enumerate(wf.jobs):
         if not kept[j]:
             continue
-        for u in job_inputs(job):
-            p = producer[u.lfn]
-            if p >= 0 and p != j and kept[p]:
+        for u in job.uses:
+            t = u.type
+            if t == USE_INPUT or t == USE_INOUT:
+                p = producer[u.lfn]
+                if p >= 0 and p != j and kept[p]:
+                    staged[u.lfn] = 1
+            if (t == USE_OUTPUT or t == USE_INOUT) and not u.stage_out:
                 staged[u.lfn] = 1
-        for u in job_outputs(job):
-            if not u.stage_out:
-                staged[u.lfn] = 1
+        for x in (job.stdin,):
+            if x is not None:
+                p = producer[x]
+                if p >= 0 and p != j and kept[p]:
+                    staged[x] = 1
+        for x in (job.stdout, job.stderr):
+            if x is not None and not any(u.lfn == x for u in job.uses):
+                staged[x] = 1  # synthesized uses are not staged out
     return staged
 
 
 def _cluster_setting(builder: SpecBuilder, j: int) -> tuple[int | None, int | None]:
-    job = builder.wf.jobs[j]
-    p = builder.profiles(job, builder.site_of(j))
-    where = f"job {job.id}: "
-    return (
-        prof.get_int(p, "pegasus", "clusters.size", where=where),
-        prof.get_int(p, "pegasus", "clusters.num", where=where),
-    )
+    t = builder.template(j)
+    return t.clusters_size, t.clusters_num
 
 
 def _entries(
@@ -419,6 +528,12 @@ def _entries(
         if kept[j]:
             by_level.setdefault(level[j], []).append(j)
     entries: list[list[int]] = []
+    if cluster:
+        tmpl = builder.template
+        cluster = any(
+            t.clusters_size is not None or t.clusters_num is not None
+            for t in (tmpl(j) for j in range(len(wf.jobs)) if kept[j])
+        )
     for lv in sorted(by_level):
         jobs = by_level[lv]
         if not cluster:
@@ -489,35 +604,47 @@ def _cleanup(
         return []
     producer = graph.producer
     layout = builder.layout
+    lfns = wf.lfns
+    has_checkpoints = any(u.type == USE_CHECKPOINT for job in wf.jobs for u in job.uses)
+    if not any(staged) and not has_checkpoints:
+        return []
     # who reads each staged file (plan entries)
     readers: dict[int, set[int]] = {}
     for j, job in enumerate(wf.jobs):
         if not kept[j]:
             continue
         for u in job_inputs(job):
-            p = producer[u.lfn]
-            if p >= 0 and p != j and kept[p]:
-                readers.setdefault(u.lfn, set()).add(entry_of[j])
+            li = u.lfn
+            if staged[li]:
+                p = producer[li]
+                if p >= 0 and p != j and kept[p]:
+                    readers.setdefault(li, set()).add(entry_of[j])
     outputs_urls = set()
     groups: dict[tuple[int, ...], list[str]] = {}
     for j, job in enumerate(wf.jobs):
         if not kept[j]:
             continue
-        loc = layout.staging[builder.site_of(j)]
+        loc = None
         e = entry_of[j]
         for u in job_outputs(job):
-            if not staged[u.lfn]:
+            li = u.lfn
+            if not staged[li] or producer[li] != j:
                 continue
-            lfn = wf.lfns[u.lfn]
+            lfn = lfns[li]
+            if loc is None:
+                loc = layout.staging[builder.site_of(j)]
             if u.stage_out:
                 outputs_urls.update(o.put(lfn) for o in layout.outputs)
-            key = tuple(sorted(readers.get(u.lfn, set()) | {e}))
+            r = readers.get(li)
+            key = tuple(sorted(r | {e})) if r else (e,)
             groups.setdefault(key, []).append(loc.put(lfn))
-        for u in job.uses:
-            if u.type == USE_CHECKPOINT:
-                groups.setdefault((e,), []).append(
-                    loc.put(f".checkpoints/{job.id}/{wf.lfns[u.lfn]}")
-                )
+        if has_checkpoints:
+            for u in job.uses:
+                if u.type == USE_CHECKPOINT:
+                    loc = layout.staging[builder.site_of(j)]
+                    groups.setdefault((e,), []).append(
+                        loc.put(f".checkpoints/{job.id}/{lfns[u.lfn]}")
+                    )
     actions: list[CleanupAction] = []
     if mode == "leaf":
         urls = [u for g in groups.values() for u in g if u not in outputs_urls]
@@ -546,24 +673,58 @@ def _write_range(
     ids: list[str],
     start: int,
     stop: int,
-) -> None:
-    made: set[str] = set()
+    packed: bool,
+) -> array:
+    """Write the specs of entries ``start..stop``; for packed shards, return the byte
+    offset of each entry's line (its spec, or its cluster's member list)."""
     encode = _ENCODER.encode
-    for e in range(start, stop):
-        members = entries[e]
-        shard = rd.spec_path(e, "")
-        if shard not in made:
-            os.makedirs(rd.join(shard), exist_ok=True)
-            made.add(shard)
-        paths = []
-        for j in members:
-            rel = shard + wf.jobs[j].id + ".json"
-            with open(rd.join(rel), "wb") as f:
-                f.write(encode(builder.build(j)))
-            paths.append(rel)
-        if len(members) > 1:
-            with open(rd.join(shard + ids[e] + ".cluster.json"), "wb") as f:
-                f.write(encode(ClusterFile(version=1, id=ids[e], members=paths)))
+    offsets = array("q")
+    if not packed:
+        made: set[str] = set()
+        for e in range(start, stop):
+            members = entries[e]
+            shard = rd.spec_path(e, "")
+            if shard not in made:
+                os.makedirs(rd.join(shard), exist_ok=True)
+                made.add(shard)
+            paths = []
+            for j in members:
+                rel = shard + wf.jobs[j].id + ".json"
+                with open(rd.join(rel), "wb") as f:
+                    f.write(encode(builder.build(j)))
+                paths.append(rel)
+            if len(members) > 1:
+                with open(rd.join(shard + ids[e] + ".cluster.json"), "wb") as f:
+                    f.write(encode(ClusterFile(version=1, id=ids[e], members=paths)))
+        return offsets
+    e = start
+    while e < stop:
+        shard_no = e // SHARD
+        rel = rd.pack_path(shard_no)
+        end = min(stop, (shard_no + 1) * SHARD)
+        parts: list[bytes] = []
+        pos = 0
+        for e2 in range(e, end):
+            members = entries[e2]
+            refs = []
+            for j in members:
+                data = encode(builder.build(j))
+                refs.append(f"{rel}@{pos}")
+                parts.append(data)
+                parts.append(b"\n")
+                pos += len(data) + 1
+            if len(members) > 1:
+                data = encode(ClusterFile(version=1, id=ids[e2], members=refs))
+                offsets.append(pos)
+                parts.append(data)
+                parts.append(b"\n")
+                pos += len(data) + 1
+            else:
+                offsets.append(pos - len(parts[-2]) - 1)
+        with open(rd.join(rel), "wb") as f:
+            f.write(b"".join(parts))
+        e = end
+    return offsets
 
 
 def _write_specs(
@@ -573,24 +734,22 @@ def _write_specs(
     entries: list[list[int]],
     ids: list[str],
     writers: int | None,
-) -> None:
+    packed: bool,
+) -> array:
     """Write every spec; large plans fork writer processes that share the model."""
     n = len(entries)
     k = writers or os.cpu_count() or 1
     if n < PARALLEL_THRESHOLD or k <= 1 or not hasattr(os, "fork"):
-        _write_range(rd, wf, builder, entries, ids, 0, n)
-        return
-    # cut at shard boundaries so no two writers make the same directory
-    from .rundir import SHARD
-
+        return _write_range(rd, wf, builder, entries, ids, 0, n, packed)
+    # cut at shard boundaries: no two writers share a directory or a pack
     shards = -(-n // SHARD)
     per = -(-shards // k)
     bounds = [(i * per * SHARD, min(n, (i + 1) * per * SHARD)) for i in range(k)]
     bounds = [b for b in bounds if b[0] < b[1]]
-    # resolve everything the children would otherwise each work out
+    # resolve what every writer would otherwise work out again
     for members in entries:
         j = members[0]
-        builder.executable(wf.jobs[j], builder.site_of(j))
+        builder._template(wf.jobs[j], builder.site_of(j))
     pids = []
     for start, stop in bounds[1:]:
         r, w = os.pipe()
@@ -599,24 +758,34 @@ def _write_specs(
             os.close(r)
             code = 0
             try:
-                _write_range(rd, wf, builder, entries, ids, start, stop)
+                offs = _write_range(rd, wf, builder, entries, ids, start, stop, packed)
+                out = b"O" + offs.tobytes()
             except BaseException as exc:  # noqa: BLE001 - reported to the parent
-                os.write(w, f"{type(exc).__name__}: {exc}".encode()[:4000])
+                out = b"E" + f"{type(exc).__name__}: {exc}".encode()[:4000]
                 code = 1
+            try:
+                view = memoryview(out)
+                while view:
+                    view = view[os.write(w, view) :]
             finally:
                 os._exit(code)
         os.close(w)
         pids.append((pid, r))
-    error = None
+    error: Exception | None = None
+    offsets = array("q")
     try:
-        _write_range(rd, wf, builder, entries, ids, *bounds[0])
+        offsets = _write_range(rd, wf, builder, entries, ids, *bounds[0], packed)
     except Exception as exc:
         error = exc
     for pid, r in pids:
         with os.fdopen(r, "rb") as f:
-            msg = f.read().decode(errors="replace")
+            out = f.read()
         _, status = os.waitpid(pid, 0)
-        if (status != 0 or msg) and error is None:
-            error = PlanError(f"writing job specs failed: {msg or f'writer exit status {status}'}")
+        if out[:1] == b"O" and status == 0:
+            offsets.frombytes(out[1:])
+        elif error is None:
+            msg = out[1:].decode(errors="replace") if out[:1] == b"E" else f"exit status {status}"
+            error = PlanError(f"writing job specs failed: {msg}")
     if error is not None:
         raise error
+    return offsets

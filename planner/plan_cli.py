@@ -94,6 +94,13 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         " (the default); none: never cluster",
     )
     parser.add_argument("--backend", choices=("local",), default="local", help="(default: local)")
+    parser.add_argument(
+        "--spec-layout",
+        choices=("auto", "files", "packed"),
+        default="auto",
+        help="one job spec file per job (files), or JSON lines, 1,000 jobs per file (packed);"
+        " auto: packed above 20,000 jobs (docs/rundir.md)",
+    )
     cat = parser.add_argument_group("catalogs and properties")
     cat.add_argument(
         "-r",
@@ -185,6 +192,7 @@ def plan_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         retries=args.retries,
         cluster=args.cluster != "none",
         backend=args.backend,
+        spec_layout=args.spec_layout,
     )
     return plan_workflow(wf, options)
 

@@ -40,6 +40,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress", action="store_true", help="plain lines instead of a progress bar"
     )
+    parser.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        help="make the jobs' work directories here (default: DIR/work of the run directory)",
+    )
+    parser.add_argument(
+        "--jobs-per-process",
+        type=int,
+        default=100,
+        metavar="N",
+        help="jobs a warm worker process runs before it is replaced (default: 100;"
+        " 1: a freshly forked process per job)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.jobs is not None and args.jobs < 1:
         print("ferry run: error: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    if args.jobs_per_process < 1:
+        print("ferry run: error: --jobs-per-process must be at least 1", file=sys.stderr)
         return 2
     run_dir = args.resume
     if run_dir is None:
@@ -62,7 +78,13 @@ def run(args: argparse.Namespace) -> int:
             return 2
         report(result)
         run_dir = result.run_dir
-    runner = LocalRunner(run_dir, slots=args.jobs, progress=False if args.no_progress else None)
+    runner = LocalRunner(
+        run_dir,
+        slots=args.jobs,
+        progress=False if args.no_progress else None,
+        jobs_per_process=args.jobs_per_process,
+        work_dir=args.work_dir,
+    )
     try:
         return runner.run()
     except ConfigError as exc:

@@ -33,6 +33,7 @@ __all__ = [
     "ReplicaWriter",
     "RunDir",
     "read_journal",
+    "read_ref",
     "read_replicas_out",
 ]
 
@@ -142,6 +143,14 @@ class RunDir:
         """Relative path of a spec for the plan entry at ``position``."""
         return f"jobs/{position // SHARD:04d}/{name}"
 
+    def pack_path(self, shard: int) -> str:
+        """Relative path of a packed shard: one spec (or cluster) per line."""
+        return f"jobs/{shard:04d}.jsonl"
+
+    def read_spec_bytes(self, ref: str) -> bytes:
+        """The JSON of a spec (or cluster) by its plan reference: a path, or ``path@offset``."""
+        return read_ref(self.join(ref) if not os.path.isabs(ref) else ref)
+
     def record_path(self, job_id: str, attempt: int) -> str:
         return os.path.join(self.records, f"{job_id}.{attempt}.json")
 
@@ -167,9 +176,8 @@ class RunDir:
     def write_plan(self, plan: Plan) -> None:
         _atomic_write(self.plan_file, msgspec.json.encode(plan))
 
-    def load_cluster(self, rel: str) -> ClusterFile:
-        with open(self.join(rel), "rb") as f:
-            return _CLUSTER_DECODER.decode(f.read())
+    def load_cluster(self, ref: str) -> ClusterFile:
+        return _CLUSTER_DECODER.decode(self.read_spec_bytes(ref))
 
     # -- records ---------------------------------------------------------------
 
@@ -214,6 +222,17 @@ class RunDir:
         except PermissionError:
             return pid
         return pid
+
+
+def read_ref(ref: str) -> bytes:
+    """Read ``path`` whole, or the line at byte ``offset`` of ``path@offset``."""
+    path, sep, off = ref.rpartition("@")
+    if sep and off.isdigit():
+        with open(path, "rb") as f:
+            f.seek(int(off))
+            return f.readline()
+    with open(ref, "rb") as f:
+        return f.read()
 
 
 def _atomic_write(path: str, data: bytes) -> None:

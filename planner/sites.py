@@ -23,6 +23,7 @@ used; for reading, ``get`` or ``all``.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -33,6 +34,7 @@ __all__ = ["Location", "SiteLayout", "file_url", "lfn_url", "resolve_sites", "to
 
 _SAFE = "/:=,+@~"
 DEFAULT_SITES = ("local", "condorpool")
+_PLAIN = re.compile(r"[A-Za-z0-9_.\-/]+")
 
 
 def file_url(path: str) -> str:
@@ -43,13 +45,17 @@ def to_url(pfn: str) -> str:
     """A PFN as a URL: paths become ``file://`` URLs (relative ones from the current dir)."""
     if "://" in pfn:
         return pfn
+    if pfn[:1] == "/" and _PLAIN.fullmatch(pfn) and "/." not in pfn and "//" not in pfn:
+        return "file://" + pfn
     if pfn.startswith("file:"):
         return file_url(pfn[5:])
     return file_url(pfn)
 
 
 def lfn_url(base: str, lfn: str) -> str:
-    return base.rstrip("/") + "/" + quote(lfn.lstrip("/"), safe=_SAFE)
+    if not _PLAIN.fullmatch(lfn) or lfn[:1] == "/":
+        lfn = quote(lfn.lstrip("/"), safe=_SAFE)
+    return base.rstrip("/") + "/" + lfn
 
 
 @dataclass
@@ -60,10 +66,18 @@ class Location:
     get_url: str
     put_url: str
 
+    def __post_init__(self) -> None:
+        self.get_url = self.get_url.rstrip("/")
+        self.put_url = self.put_url.rstrip("/")
+
     def get(self, lfn: str) -> str:
+        if _PLAIN.fullmatch(lfn) and lfn[:1] != "/":
+            return self.get_url + "/" + lfn
         return lfn_url(self.get_url, lfn)
 
     def put(self, lfn: str) -> str:
+        if _PLAIN.fullmatch(lfn) and lfn[:1] != "/":
+            return self.put_url + "/" + lfn
         return lfn_url(self.put_url, lfn)
 
     def to_json(self) -> dict[str, str]:

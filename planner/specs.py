@@ -51,9 +51,12 @@ from ferry.worker.jobspec import (
 )
 
 from . import profiles as prof
-from .graph import Graph, PlanError, job_inputs, job_outputs
+from .graph import Graph, PlanError, job_inputs
 from .model import (
     USE_CHECKPOINT,
+    USE_INOUT,
+    USE_INPUT,
+    USE_OUTPUT,
     Container,
     Job,
     Profiles,
@@ -85,7 +88,8 @@ def replica_sources(replicas: list[Replica], site: str) -> list[SourceURL]:
         else:
             pr = PRIO_OTHER
         out.append(SourceURL(url=url, priority=pr, site=r.site))
-    out.sort(key=lambda s: -(s.priority or 0.0))
+    if len(out) > 1:
+        out.sort(key=lambda s: -(s.priority or 0.0))
     return out
 
 
@@ -126,6 +130,23 @@ class Executable:
     warning: str | None = None
 
 
+@dataclass
+class _Template:
+    """What jobs of one transformation, compute site and profile set share."""
+
+    exe: Executable
+    environment: dict[str, str]
+    resources: Resources
+    timeout: float | None
+    kill_grace: float | None
+    success: Success | None
+    transfer: TransferSettings | None
+    labels: dict[str, str]
+    retries: int
+    clusters_size: int | None
+    clusters_num: int | None
+
+
 def _exe_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", key.replace("::", "-"))
 
@@ -160,6 +181,8 @@ class SpecBuilder:
         self.base_profiles = prof.merge([prof.from_properties(wf.properties), wf.profiles])
         self._exe: dict[tuple[str, str], Executable] = {}
         self._merged: dict[tuple[str, str], Profiles] = {}
+        self._templates: dict[tuple[str, str, int], _Template] = {}
+        self._by_job: list[_Template | None] = [None] * len(wf.jobs)
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self._which: dict[str, bool] = {}
@@ -304,89 +327,152 @@ class SpecBuilder:
             layers.extend(self.executable(job, site).layers)
         return prof.merge(layers)
 
-    def retries(self, job: Job, site: str) -> int:
-        n = prof.get_int(self.profiles(job, site), "dagman", "retry", where=f"job {job.id}: ")
+    def _retries(self, p: Profiles, where: str) -> int:
+        n = prof.get_int(p, "dagman", "retry", where=where)
         return self.default_retries if n is None else max(0, n)
 
+    def template(self, j: int) -> _Template:
+        """The template of job ``j`` (cached per job)."""
+        t = self._by_job[j]
+        if t is None:
+            t = self._by_job[j] = self._template(self.wf.jobs[j], self.site_of(j))
+        return t
+
     # -- the spec ----------------------------------------------------------------
+
+    def _template(self, job: Job, site: str) -> _Template:
+        """What jobs of one transformation, site and profile set share (computed once)."""
+        key = (job.transformation, site, id(job.profiles) if job.profiles else 0)
+        t = self._templates.get(key)
+        if t is not None:
+            return t
+        exe = self.executable(job, site)
+        p = self.profiles(job, site)
+        where = f"job {job.id}: "
+        env = p.get("env")
+        timeout, grace = timeouts(p, where)
+        threads = prof.get_int(p, "pegasus", "transfer.threads", where=where)
+        t = _Template(
+            exe=exe,
+            environment={str(k): str(v) for k, v in env.items()} if env else {},
+            resources=_resources(p, where),
+            timeout=timeout,
+            kill_grace=grace,
+            success=_success(p),
+            transfer=TransferSettings(threads=max(1, threads)) if threads else None,
+            labels={"workflow": self.wf.name, "transformation": job.transformation, "site": site},
+            retries=self._retries(p, where),
+            clusters_size=prof.get_int(p, "pegasus", "clusters.size", where=where),
+            clusters_num=prof.get_int(p, "pegasus", "clusters.num", where=where),
+        )
+        self._templates[key] = t
+        return t
+
+    def _input(self, j: int, job: Job, li: int, site: str, executable: bool, size) -> Input:  # type: ignore[no-untyped-def]
+        lfn = self.wf.lfns[li]
+        pj = self.graph.producer[li]
+        if pj >= 0 and pj != j and self.kept[pj]:
+            loc = self.layout.staging[self.site_of(pj)]
+            return Input(
+                lfn=lfn,
+                sources=[SourceURL(url=loc.get(lfn), priority=PRIO_FILE, site=loc.site)],
+                executable=executable,
+                size=size,
+            )
+        rc = self.wf.replica_catalog
+        reps = _replicas(rc, lfn)
+        sha = None
+        if reps:
+            sources = replica_sources(reps, site)
+            for r in reps:
+                if r.sha256:
+                    sha = r.sha256
+                    break
+            else:
+                sha = rc.checksums.get(lfn)
+        else:
+            sources = self.reused_sources.get(li, [])
+        return Input(lfn=lfn, sources=sources, sha256=sha, executable=executable, size=size)
 
     def build(self, j: int) -> JobSpec:
         wf = self.wf
         lfns = wf.lfns
         job = wf.jobs[j]
-        site = self.site_of(j)
-        exe = self.executable(job, site)
-        p = self.profiles(job, site)
-        where = f"job {job.id}: "
-        producer = self.graph.producer
-        kept = self.kept
-        staging = self.layout.staging
-        rc = wf.replica_catalog
+        t = self.template(j)
+        site = t.labels["site"]
+        exe = t.exe
+        staged = self.staged
+        no_tc = not self.has_tc
+        loc = self.layout.staging[site]
+        out_locs = self.layout.outputs
 
         inputs: list[Input] = []
+        outputs: list[Output] = []
+        checkpoints: list[Checkpoint] = []
         if exe.stage is not None:
             inputs.append(exe.stage)
-        for u in job_inputs(job):
-            lfn = lfns[u.lfn]
-            pj = producer[u.lfn]
-            sha = None
-            if pj >= 0 and pj != j and kept[pj]:
-                loc = staging[self.site_of(pj)]
-                sources = [SourceURL(url=loc.get(lfn), priority=PRIO_FILE, site=loc.site)]
-            else:
-                reps = _replicas(rc, lfn)
-                if reps:
-                    sources = replica_sources(reps, site)
-                    sha = next((r.sha256 for r in reps if r.sha256), None) or rc.checksums.get(lfn)
-                else:
-                    sources = self.reused_sources.get(u.lfn, [])
-            inputs.append(
-                Input(
-                    lfn=lfn,
-                    sources=sources,
-                    sha256=sha,
-                    executable=u.executable or (not self.has_tc and lfn == job.name),
-                    size=u.size,
-                )
-            )
-
-        outputs: list[Output] = []
-        loc = staging[site]
-        for u in job_outputs(job):
-            lfn = lfns[u.lfn]
-            dests = []
-            if self.staged[u.lfn]:
-                dests.append(Destination(url=loc.put(lfn), site=loc.site))
-            if u.stage_out:
-                dests.extend(Destination(url=o.put(lfn), site=o.site) for o in self.layout.outputs)
-            outputs.append(Output(lfn=lfn, destinations=dests, required=not u.optional))
-        checkpoints: list[Checkpoint] = []
+        seen_stdin = job.stdin is None
+        seen_out = 0
         for u in job.uses:
-            if u.type != USE_CHECKPOINT:
-                continue
-            lfn = lfns[u.lfn]
-            checkpoints.append(Checkpoint(lfn=lfn, url=loc.put(f".checkpoints/{job.id}/{lfn}")))
-            if u.stage_out:
-                outputs.append(
-                    Output(
-                        lfn=lfn,
-                        destinations=[
-                            Destination(url=o.put(lfn), site=o.site) for o in self.layout.outputs
-                        ],
-                        required=False,
+            t_ = u.type
+            li = u.lfn
+            if t_ == USE_INPUT or t_ == USE_INOUT:
+                inputs.append(
+                    self._input(
+                        j,
+                        job,
+                        li,
+                        site,
+                        u.executable or (no_tc and lfns[li] == job.name),
+                        u.size,
                     )
                 )
-
-        env = p.get("env")
-        environment = {str(k): str(v) for k, v in env.items()} if env else {}
-        timeout, grace = timeouts(p, where)
+                if li == job.stdin:
+                    seen_stdin = True
+            if t_ == USE_OUTPUT or t_ == USE_INOUT:
+                lfn = lfns[li]
+                if staged[li]:
+                    dests = [Destination(url=loc.put(lfn), site=loc.site)]
+                else:
+                    dests = []
+                if u.stage_out:
+                    for o in out_locs:
+                        dests.append(Destination(url=o.put(lfn), site=o.site))
+                outputs.append(Output(lfn=lfn, destinations=dests, required=not u.optional))
+                if li == job.stdout or li == job.stderr:
+                    seen_out += 1
+            elif t_ == USE_CHECKPOINT:
+                lfn = lfns[li]
+                checkpoints.append(Checkpoint(lfn=lfn, url=loc.put(f".checkpoints/{job.id}/{lfn}")))
+                if u.stage_out:
+                    outputs.append(
+                        Output(
+                            lfn=lfn,
+                            destinations=[
+                                Destination(url=o.put(lfn), site=o.site) for o in out_locs
+                            ],
+                            required=False,
+                        )
+                    )
+        if not seen_stdin:
+            inputs.append(self._input(j, job, job.stdin, site, False, None))  # type: ignore[arg-type]
+        if seen_out < (job.stdout is not None) + (job.stderr is not None):
+            have = {o.lfn for o in outputs}
+            for std in (job.stdout, job.stderr):
+                if std is not None and lfns[std] not in have:
+                    outputs.append(
+                        Output(
+                            lfn=lfns[std],
+                            destinations=[Destination(url=loc.put(lfns[std]), site=loc.site)],
+                        )
+                    )
         spec = JobSpec(
             version=JOBSPEC_VERSION,
             id=job.id,
-            name=job.transformation,
+            name=t.labels["transformation"],
             executable=exe.executable,
-            arguments=[str(a) for a in job.arguments],
-            environment=environment,
+            arguments=job.arguments,
+            environment=t.environment,
             stdin=lfns[job.stdin] if job.stdin is not None else None,
             stdout=lfns[job.stdout] if job.stdout is not None else None,
             stderr=lfns[job.stderr] if job.stderr is not None else None,
@@ -394,19 +480,17 @@ class SpecBuilder:
             outputs=outputs,
             checkpoints=checkpoints,
             container=exe.container,
-            resources=_resources(p, where),
-            timeout=timeout,
+            resources=t.resources,
+            timeout=t.timeout,
             records_dir=self.records_dir,
-            labels={"workflow": wf.name, "transformation": job.transformation, "site": site},
+            labels=t.labels,
         )
-        if grace is not None:
-            spec.kill_grace = grace
-        success = _success(p)
-        if success is not None:
-            spec.success = success
-        threads = prof.get_int(p, "pegasus", "transfer.threads", where=where)
-        if threads:
-            spec.transfer = TransferSettings(threads=max(1, threads))
+        if t.kill_grace is not None:
+            spec.kill_grace = t.kill_grace
+        if t.success is not None:
+            spec.success = t.success
+        if t.transfer is not None:
+            spec.transfer = t.transfer
         return spec
 
     def register(self, j: int) -> list[tuple[str, str, str]]:
@@ -415,24 +499,58 @@ class SpecBuilder:
         Only files staged out are registered: their output-site location (the
         first output site's).
         """
-        job = self.wf.jobs[j]
-        out = []
-        first = self.layout.outputs[0] if self.layout.outputs else None
-        if first is None:
+        out: list[tuple[str, str, str]] = []
+        if not self.layout.outputs:
             return out
-        for u in job_outputs(job):
-            if u.register_replica and u.stage_out:
-                lfn = self.wf.lfns[u.lfn]
+        first = self.layout.outputs[0]
+        lfns = self.wf.lfns
+        for u in self.wf.jobs[j].uses:
+            t = u.type
+            if (t == USE_OUTPUT or t == USE_INOUT) and u.register_replica and u.stage_out:
+                lfn = lfns[u.lfn]
                 out.append((lfn, first.get(lfn), first.site))
         return out
 
 
-def _replicas(rc, lfn: str) -> list[Replica]:  # type: ignore[no-untyped-def]
-    if not rc.regex:
-        return rc.entries.get(lfn) or []
-    from .catalogs import replicas_for
+_GROUP = re.compile(r"\[(\d+)\]")
+_PFN_PARTS: dict[str, list[str | int]] = {}
 
-    return replicas_for(rc, lfn)
+
+def _pfn_parts(pfn: str) -> list[str | int]:
+    parts = _PFN_PARTS.get(pfn)
+    if parts is None:
+        parts = []
+        pos = 0
+        for m in _GROUP.finditer(pfn):
+            parts.append(pfn[pos : m.start()])
+            parts.append(int(m.group(1)))
+            pos = m.end()
+        parts.append(pfn[pos:])
+        _PFN_PARTS[pfn] = parts
+    return parts
+
+
+def _replicas(rc, lfn: str) -> list[Replica]:  # type: ignore[no-untyped-def]
+    """Every replica of ``lfn``: exact entries, then regex entries (``[n]`` is group n),
+    as :func:`ferry.planner.catalogs.replicas_for` has it, with the PFN templates parsed once."""
+    exact = rc.entries.get(lfn)
+    if not rc.regex:
+        return exact or []
+    out = list(exact) if exact else []
+    for pattern, reps in rc.regex:
+        m = pattern.fullmatch(lfn)
+        if m is None:
+            continue
+        groups = (m.group(0), *m.groups())
+        for r in reps:
+            pfn = "".join(
+                p
+                if isinstance(p, str)
+                else ((groups[p] or "") if p < len(groups) else f"[{p}]")
+                for p in _pfn_parts(r.pfn)
+            )
+            out.append(Replica(r.site, pfn, r.sha256, r.priority))
+    return out
 
 
 def _resources(p: Profiles, where: str) -> Resources:

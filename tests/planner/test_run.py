@@ -598,3 +598,59 @@ def test_resume_after_kill_9_reruns_nothing_that_succeeded(tmp_path: Path) -> No
     ok(ferry("run", "--resume", str(run), cwd=tmp_path))
     assert len([e for e in journal(run) if e["event"] == "started"]) == 7
     assert PY  # the helpers' interpreter ran everything
+
+
+def test_packed_specs_fresh_process_per_job_and_work_dir(tmp_path: Path) -> None:
+    tc = TransformationCatalog().add_transformations(
+        Transformation("part", site="local", pfn="/bin/sh").add_pegasus_profile(clusters_num=2),
+        Transformation("merge", site="local", pfn="/bin/sh"),
+    )
+    wf = Workflow("packed").add_transformation_catalog(tc)
+    parts = []
+    for i in range(5):
+        f = File(f"part{i}")
+        wf.add_jobs(Job("part", _id=f"p{i}").add_args("-c", f"echo {i} > part{i}; echo $PPID > who{i}")
+                    .add_outputs(f, stage_out=False).add_outputs(File(f"who{i}")))
+        parts.append(f)
+    wf.add_jobs(Job("merge", _id="m").add_args("-c", "cat " + " ".join(f"part{i}" for i in range(5)) + " > all")
+                .add_inputs(*parts).add_outputs(File("all")))
+    write(tmp_path, wf)
+    work = tmp_path / "elsewhere"
+    res = ferry("run", "workflow.yml", "--dir", "run", "-O", "out", "--spec-layout", "packed",
+                "--jobs-per-process", "1", "--work-dir", str(work), cwd=tmp_path)
+    ok(res)
+    run = tmp_path / "run"
+    doc = plan_doc(run)
+    assert doc["options"]["spec_layout"] == "packed"
+    assert all("@" in j["spec"] and j["spec"].startswith("jobs/0000.jsonl@") for j in doc["jobs"])
+    assert sorted(p.name for p in (run / "jobs").iterdir()) == ["0000.jsonl"]
+    # every packed line is a valid spec or cluster
+    from ferry.planner.rundir import read_ref
+    from ferry.worker.jobspec import load_jobspec
+
+    cl = next(j for j in doc["jobs"] if j.get("members"))
+    members = json.loads(read_ref(str(run / cl["spec"])))["members"]
+    assert [load_jobspec(read_ref(str(run / m))).id for m in members] == cl["members"]
+    assert (tmp_path / "out" / "all").read_text() == "".join(f"{i}\n" for i in range(5))
+    for i in range(5):
+        assert records(run, f"p{i}")[0]["workdir"].startswith(str(work))
+    assert work.is_dir() and not any(work.iterdir())  # work directories removed
+
+
+def test_a_worker_process_killed_mid_job_is_a_failed_attempt(tmp_path: Path) -> None:
+    mark = tmp_path / "mark"
+    wf = Workflow("crash")
+    wf.add_jobs(
+        Job("sh", _id="victim").add_args(
+            "-c", f"if [ -e {mark} ]; then echo ok > o.txt; else touch {mark}; kill -9 $PPID; sleep 2; fi"
+        ).add_outputs(File("o.txt")),
+        Job("sh", _id="bystander").add_args("-c", "echo fine > b.txt").add_outputs(File("b.txt")),
+    )
+    write(tmp_path, wf)
+    res = ferry("run", "workflow.yml", "--dir", "run", "-O", "out", cwd=tmp_path)
+    ok(res)
+    run = tmp_path / "run"
+    assert [e.get("exit") for e in events(run, "victim", "failed")] == [-9]
+    assert [r["attempt"] for r in records(run, "victim")] == [2]  # attempt 1 died with its worker
+    assert (tmp_path / "out" / "o.txt").read_text() == "ok\n"
+    assert (tmp_path / "out" / "b.txt").read_text() == "fine\n"
