@@ -90,14 +90,18 @@ def read_json(buf: bytes, source: str) -> Workflow | None:
         except msgspec.ValidationError:
             raise fail(Invalid("jobDependencies must be a list", ()), deps_raw) from None
         pos = _offset(buf, deps_raw, 0)
+        line0 = buf.count(b"\n", 0, pos)
         for r in deps:
             b = bytes(r)
-            pos = buf.find(b, pos)
-            line0 = buf.count(b"\n", 0, pos) if pos >= 0 else 0
+            found = buf.find(b, pos)
+            if found >= 0:
+                line0 += buf.count(b"\n", pos, found)
+                pos = found
             try:
                 reader.dependency(decode(r), (), b.decode("utf-8"), line0)
             except Invalid as exc:
                 raise ConfigError(_located_text(source, b.decode("utf-8"), exc, line0)) from None
+            line0 += b.count(b"\n")
             pos += len(b)
     try:
         reader.catalogs(small)

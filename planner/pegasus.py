@@ -40,13 +40,22 @@ What is read, and how:
   transformations and missing inputs are checked by the planning passes.
 - Catalogs: see :func:`load_catalogs`.
 
-Speed: a block-style document (what the API writes) is cut at its top-level keys,
-and ``jobs``/``jobDependencies`` at their items; batches of items are parsed (by
-yaml-rs when installed and the text is plain enough, else PyYAML's C loader), turned
-into the model and dropped, so memory holds the model, not the parsed document.
-Anything else (flow style, anchors across jobs, directives) is parsed whole; both
-ways give the same model (``fast=False`` forces the whole-document parse). JSON is
-read with msgspec, one job at a time.
+Speed (1M jobs are read in well under a minute, see benchmarks/PLANNER.md): a
+block-style document (what the API writes) is cut at its top-level keys, and
+``jobs``/``jobDependencies`` at their items (:mod:`~ferry.planner.yamlread`). Jobs
+and dependency entries laid out exactly as the API writes them are read by
+:mod:`~ferry.planner.strictread` with one regular expression each, straight into the
+model; any item it is not certain of goes, with its neighbours, through a YAML
+parser (yaml-rs when installed and the text is plain enough, else PyYAML's C
+loader) and the general builder. Nothing keeps the parsed document: memory holds
+the model. Above 16 MB of jobs, forked worker processes do the strict parsing
+(sharing the text copy-on-write) while this process applies their records in
+order; that needs ``os.fork`` and a single-threaded process (else it stays in one
+process). The cyclic GC is off while reading (the caller may ``gc.freeze()`` the
+model afterwards). Anything irregular (flow style, anchors across jobs,
+directives) is parsed whole; every way gives the same model (``fast=False``
+forces the whole-document parse; the tests compare them). JSON is read with
+msgspec, one job at a time.
 """
 
 from __future__ import annotations

@@ -554,6 +554,30 @@ def test_control_characters_are_refused(tmp_path: Path) -> None:
     assert both(p, cwd=tmp_path).jobs[0].arguments == ["é→✓"]
 
 
+def test_json_errors_point_at_the_line(tmp_path: Path) -> None:
+    wf = seed_pipeline()
+    wf.write(str(tmp_path / "wf.json"))
+    text = (tmp_path / "wf.json").read_text()
+    bad = text.replace('"-l"', '{"x": 1}')
+    p = write(tmp_path, bad, "bad.json")
+    line = bad[: bad.index('{"x": 1}')].count("\n") + 1
+    msg = error_of(p, cwd=tmp_path)
+    assert msg.startswith(f"{p}:{line}:") and "arguments[0] must be a string" in msg, msg
+    dup = text.replace('"ID0000002"', '"ID0000001"')
+    p = write(tmp_path, dup, "dup.json")
+    first = dup.index('"ID0000001"')
+    l1 = dup[:first].count("\n") + 1
+    l2 = dup[: dup.index('"ID0000001"', first + 1)].count("\n") + 1
+    msg = error_of(p, cwd=tmp_path)
+    assert "duplicate job id 'ID0000001'" in msg and f"line {l1 - 3}" in msg, msg
+    assert msg.startswith(f"{p}:{l2 - 3}:"), msg
+    syntax = text.replace('"name": "pipeline",', '"name": "pipeline"')
+    p = write(tmp_path, syntax, "syntax.json")
+    msg = error_of(p, cwd=tmp_path)
+    line = syntax[: syntax.index('"name": "pipeline"')].count("\n") + 1
+    assert f"{p}:" in msg and "YAML syntax error" in msg, msg
+
+
 def test_wrong_pegasus_version(tmp_path: Path) -> None:
     p = write(tmp_path, "pegasus: 4.9\nname: t\njobs: []\n")
     assert "not supported" in error_of(p, cwd=tmp_path)
