@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ferry.planner.model import USE_TYPES, Use
+from ferry.planner.model import USE_TYPES, Job, Use
 
 if TYPE_CHECKING:  # pragma: no cover
     from ferry.planner.pegasus import _Reader
@@ -273,7 +273,19 @@ def apply_job(r: _Reader, rec: tuple) -> bool:
         else:
             f = flags or _DEFAULTS
             uses.append(Use(idx, t, f[0], f[1], f[2], f[3], f[4], size))
-    r.add(jid, name, namespace, version, args, uses, stdio, prof, label, "job", md)
+    if stdio is not None:
+        r.add(jid, name, namespace, version, args, uses, stdio, prof, label, "job", md)
+        return True
+    # r.add without the stdio part, inline: this runs a million times
+    job_index = wf.job_index
+    if jid in job_index:
+        r._duplicate(jid)
+    jobs = wf.jobs
+    job_index[jid] = len(jobs)
+    jobs.append(
+        Job(jid, name, namespace, version, args, uses, None, None, None, prof, label, "job", md)
+    )
+    wf.children.append([])
     return True
 
 
