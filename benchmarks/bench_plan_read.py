@@ -8,6 +8,7 @@ fresh Python process so that its peak RSS (``ru_maxrss``) is its own.
     python benchmarks/bench_plan_read.py                  # 10k, 100k, 1M jobs
     python benchmarks/bench_plan_read.py --sizes 10000 --baseline
     python benchmarks/bench_plan_read.py --json out.json
+    python benchmarks/bench_plan_read.py --sizes 100000 --candidates
 
 ``--baseline`` adds PyYAML's ``CSafeLoader`` on the 10k file (the whole document
 into dicts, as a generic reader would). Results go to stdout as a Markdown table:
@@ -63,6 +64,17 @@ def workflow(n: int) -> Path:
     return path
 
 
+NAMES = {
+    "ferry": "ferry load_workflow",
+    "ferry-1proc": "ferry load_workflow, one process",
+    "ferry-batches": "ferry, yaml-rs batches + builder (no strict reader)",
+    "pyyaml": "PyYAML CSafeLoader (dicts)",
+    "yaml-rs": "yaml-rs loads (dicts)",
+    "rapidyaml": "rapidyaml parse + emit_json + msgspec (dicts)",
+    "pyyaml-events": "PyYAML CParser events only",
+}
+
+
 def child(mode: str, path: str) -> None:
     """Measure one read in this (fresh) process and print a JSON line."""
     import resource
@@ -71,12 +83,40 @@ def child(mode: str, path: str) -> None:
         r = resource.getrusage(resource.RUSAGE_SELF)
         return r.ru_utime + r.ru_stime
 
-    if mode == "ferry":
-        from ferry.planner.pegasus import load_workflow
+    if mode in ("ferry", "ferry-1proc", "ferry-batches"):
+        from ferry.planner import pegasus
+
+        if mode != "ferry":
+            pegasus.PARALLEL_MIN = 1 << 62
+        if mode == "ferry-batches":
+            pegasus.STRICT = False
+        c0, w0 = cpu(), time.perf_counter()
+        wf = pegasus.load_workflow(path, cwd=os.path.dirname(path))
+        jobs = len(wf.jobs)
+    elif mode == "yaml-rs":
+        import yaml_rs
 
         c0, w0 = cpu(), time.perf_counter()
-        wf = load_workflow(path, cwd=os.path.dirname(path))
-        jobs = len(wf.jobs)
+        with open(path, encoding="utf-8") as f:
+            data = yaml_rs.loads(f.read(), parse_datetime=False)
+        jobs = len(data["jobs"])
+    elif mode == "rapidyaml":
+        import msgspec
+        import ryml
+
+        c0, w0 = cpu(), time.perf_counter()
+        with open(path, "rb") as f:
+            tree = ryml.parse_in_arena(f.read())
+        js = ryml.emit_json_malloc(tree, tree.root_id())
+        del tree
+        data = msgspec.json.decode(js)
+        jobs = len(data["jobs"])
+    elif mode == "pyyaml-events":
+        import yaml
+
+        c0, w0 = cpu(), time.perf_counter()
+        with open(path, encoding="utf-8") as f:
+            jobs = sum(1 for _ in yaml.parse(f, Loader=yaml.CSafeLoader)) // 40
     else:
         import yaml
 
@@ -142,6 +182,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--baseline", action="store_true", help="also PyYAML CSafeLoader at 10k")
+    ap.add_argument(
+        "--candidates",
+        action="store_true",
+        help="also the parsers considered (yaml-rs, rapidyaml, PyYAML events, ferry in one"
+        " process, ferry without the strict reader) on the 100k file",
+    )
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON too")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -158,6 +204,12 @@ def main() -> int:
         results.append(run("ferry", path))
     if args.baseline:
         results.append(run("pyyaml", workflow(10000)))
+    if args.candidates:
+        for mode in ("ferry-1proc", "ferry-batches", "yaml-rs", "rapidyaml", "pyyaml-events"):
+            try:
+                results.append(run(mode, workflow(100000)))
+            except SystemExit as exc:
+                print(f"# {mode}: {exc}", file=sys.stderr)
     print(f"# load average before: {load:.1f}; cores: {os.cpu_count()}")
     print(
         "| reader | jobs | YAML size | wall s | CPU s (main) | CPU s (workers) | peak RSS (main)"
@@ -165,7 +217,7 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        name = "ferry load_workflow" if r["mode"] == "ferry" else "PyYAML CSafeLoader (dicts)"
+        name = NAMES[r["mode"]]
         print(
             f"| {name} | {r['jobs']:,} | {r['size'] / 1e6:.0f} MB | {r['wall']:.1f} |"
             f" {r['cpu']:.1f} | {r['workers_cpu']:.1f} | {r['rss'] / 2**30:.2f} GiB |"
