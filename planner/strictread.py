@@ -119,6 +119,13 @@ def _value(tok: str) -> object:
     return plain(tok)
 
 
+def _key(tok: str) -> str | None:
+    """A mapping key: a plain string that no parser reads as a number."""
+    if not tok or tok[0] in "0123456789+-.":
+        return None
+    return plain(tok)
+
+
 def _mapping2(block: str) -> dict | None:
     """``profiles:`` lines: ``    ns:`` then ``      key: value``."""
     out: dict = {}
@@ -127,7 +134,7 @@ def _mapping2(block: str) -> dict | None:
         if line[4:5] != " ":
             if line[-1] != ":":
                 return None
-            ns = plain(line[4:-1])
+            ns = _key(line[4:-1])
             if ns is None or ns in out:
                 return None
             current = out[ns] = {}
@@ -135,7 +142,7 @@ def _mapping2(block: str) -> dict | None:
             if current is None or line[6:7] in (" ", ""):
                 return None
             key, sep, tok = line[6:].partition(": ")
-            k = plain(key)
+            k = _key(key)
             v = _value(tok) if sep else None
             if k is None or v is None or k in current:
                 return None
@@ -152,7 +159,7 @@ def _mapping1(block: str) -> dict | None:
         if line[4:5] in (" ", ""):
             return None
         key, sep, tok = line[4:].partition(": ")
-        k = plain(key)
+        k = _key(key)
         v = _value(tok) if sep else None
         if k is None or v is None or k in out:
             return None

@@ -732,6 +732,8 @@ def mixed(n: int) -> str:
         '  nodeLabel: "double quoted"\n',
         "  profiles:\n    ENV:\n      X: 007\n",
         "  metadata:\n    k: yes\n",
+        "  metadata:\n    1: one\n    2.5: x\n",
+        "  profiles:\n    env:\n      '1': one\n      X: 1.50\n",
     ]
     parts = text.split("\n- type: job\n")
     for i in range(1, len(parts), 7):
@@ -751,7 +753,7 @@ def test_strict_reader_with_refused_jobs_in_between(tmp_path: Path, monkeypatch,
     got = both(p, cwd=tmp_path)
     assert len(got.jobs) == 700
     assert any("hooks" in w for w in got.warnings)
-    assert job(got, "ID0000022").profiles == {"env": {"X": 7}}  # ENV, 007
+    assert job(got, "ID0000008").profiles == {"env": {"X": 7}}  # ENV, 007
     assert job(got, "ID0000001").node_label == "double quoted"
     # a dependency on an unknown job, far down: the error still names its line
     text = p.read_text().replace("  - ID0000600\n", "  - ID9999999\n")
