@@ -65,7 +65,9 @@ def write_workflow(base: Path, n: int, with_files: bool) -> Path:
     return path
 
 
-def one_run(n: int, slots: int | None, with_files: bool) -> dict[str, float]:
+def one_run(
+    n: int, slots: int | None, with_files: bool, per_process: int | None = None
+) -> dict[str, float]:
     base = WORK / f"n{n}{'-files' if with_files else ''}"
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
@@ -84,6 +86,8 @@ def one_run(n: int, slots: int | None, with_files: bool) -> dict[str, float]:
     ]
     if slots:
         cmd += ["-j", str(slots)]
+    if per_process:
+        cmd += ["--jobs-per-process", str(per_process)]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=base, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -105,19 +109,26 @@ def main() -> int:
     ap.add_argument("--slots", type=int, help="ferry run -j (default: the number of CPUs)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--with-files", action="store_true", help="one input and one output per job")
+    ap.add_argument(
+        "--jobs-per-process", type=int, help="ferry run --jobs-per-process (default: its default)"
+    )
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args()
     try:
         load = os.getloadavg()[0]
     except OSError:
         load = float("nan")
-    runs = [one_run(args.jobs, args.slots, args.with_files) for _ in range(args.runs)]
+    runs = [
+        one_run(args.jobs, args.slots, args.with_files, args.jobs_per_process)
+        for _ in range(args.runs)
+    ]
     jobs = runs[0]["jobs"]
     run_rates = [jobs / r["run"] for r in runs]
     cmd_rates = [jobs / r["command"] for r in runs]
     print(
         f"# load average before: {load:.1f}; cores: {os.cpu_count()}; slots: "
-        f"{args.slots or os.cpu_count()}; {'with files' if args.with_files else 'no files'}"
+        f"{args.slots or os.cpu_count()}; {'with files' if args.with_files else 'no files'};"
+        f" jobs per process: {args.jobs_per_process or 'default (100)'}"
     )
     print("| jobs | runs | run jobs/s (median) | all runs | ferry run command jobs/s (median) |")
     print("|---|---|---|---|---|")

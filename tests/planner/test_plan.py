@@ -522,3 +522,62 @@ def test_plan_cli(tmp_path: Path) -> None:
     assert "Planned 4 job(s)" in res.stdout and str(run) in res.stdout
     assert len(plan_doc(run)["jobs"]) == 4
     assert os.path.isdir(run / "records")
+
+
+def test_several_compute_sites_and_the_site_selector(tmp_path: Path) -> None:
+    sc = site_catalog(tmp_path).add_sites(Site("hpc"))
+    tc = TransformationCatalog().add_transformations(
+        Transformation("onhpc", site="hpc", pfn="/bin/true"),
+        Transformation("anywhere", site="local", pfn="/bin/true", is_stageable=True),
+    )
+    wf = Workflow("multi").add_site_catalog(sc).add_transformation_catalog(tc)
+    wf.add_jobs(
+        Job("onhpc", _id="a"),
+        Job("anywhere", _id="b"),
+        Job("anywhere", _id="c").add_profiles(Namespace.SELECTOR, key="execution.site", value="hpc"),
+    )
+    run = plan(tmp_path, wf, sites=["condorpool", "hpc"])
+    sites = {j["id"]: j["site"] for j in plan_doc(run)["jobs"]}
+    assert sites == {"a": "hpc", "b": "condorpool", "c": "hpc"}
+    assert specs(run)["c"].labels["site"] == "hpc"
+
+
+def test_durations_as_pegasus_statistics_prints_them() -> None:
+    from ferry.planner.statistics import format_duration
+
+    assert format_duration(None) == "-"
+    assert format_duration(9.0) == "9.0 secs"
+    assert format_duration(0.234) == "0.23 secs"
+    assert format_duration(63) == "1 min, 3 secs"
+    assert format_duration(252) == "4 mins, 12 secs"
+    assert format_duration(5 * 3600 + 120 + 7) == "5 hrs, 2 mins"
+    assert format_duration(136 * 86400 + 9 * 3600 + 59) == "136 days, 9 hrs"
+    assert format_duration(86400 + 2 * 3600) == "1 day, 2 hrs"
+
+
+def test_output_replica_catalog_survives_a_torn_entry(tmp_path: Path) -> None:
+    import yaml
+
+    from ferry.planner.rundir import ReplicaWriter, read_replicas_out
+
+    path = tmp_path / "replicas.out.yml"
+    w = ReplicaWriter(str(path))
+    w.add("a b.txt", "file:///o/a%20b.txt", "local", "ab" * 32)
+    w.add("c", "s3://bucket/c", "osn", None)
+    w.close()
+    doc = yaml.safe_load(path.read_text())
+    assert doc["pegasus"] == "5.0.4"
+    assert [r["lfn"] for r in doc["replicas"]] == ["a b.txt", "c"]
+    assert doc["replicas"][0]["checksum"] == {"sha256": "ab" * 32}
+    with open(path, "a") as f:
+        f.write('- lfn: "d"\n  pfns:\n  - site: "local"\n    pfn: "file:///o/')  # killed mid-write
+    got = read_replicas_out(str(path))
+    assert got == {"a b.txt": ("file:///o/a%20b.txt", "local", "ab" * 32), "c": ("s3://bucket/c", "osn", None)}
+    # rewritten whole (as a resumed run does), pegasus-plan's catalog reader takes it
+    ReplicaWriter(str(path)).rewrite(got)
+    wf = Workflow("rcread")
+    wf.add_jobs(Job("cat", _id="j").add_inputs(File("c")))
+    wf.write(str(tmp_path / "rcread.yml"))
+    model = load_workflow(tmp_path / "rcread.yml", replica_files=[str(path)], cwd=tmp_path)
+    assert model.replica_catalog.entries["c"][0].pfn == "s3://bucket/c"
+    assert model.replica_catalog.checksums["a b.txt"] == "ab" * 32
