@@ -82,7 +82,7 @@ def plain(tok: str) -> str | None:
             if "'" in inner.replace("''", ""):
                 return None
             inner = inner.replace("''", "'")
-        return inner
+        return inner or None  # '' is never a valid name, id or LFN: the builder says so
     if c in _BAD_FIRST:
         return None
     last = tok[-1]

@@ -206,9 +206,11 @@ def fast_ok(text: str) -> bool:
                 continue
             end = find("\n", s)
             line = text[s + 1 : end if end >= 0 else len(text)]
-            colon = line.find(":")
+            colon = line.find(": ")
             if colon < 0:
-                continue
+                if not line.endswith(":"):
+                    continue
+                colon = len(line) - 1
             token = line[:colon]
         else:
             continue

@@ -510,6 +510,7 @@ def test_wrong_types_point_at_the_line(tmp_path: Path) -> None:
         "  profiles:\n    env: [1]\n": ("profiles.env must be a mapping", 8),
         "  uses:\n  - lfn: x\n    type: inputt\n": ("unknown type 'inputt'", 9),
         "  uses:\n  - lfn: x\n    type: input\n    size: big\n": ("size must be an integer", 10),
+        "  uses:\n  - lfn: ''\n    type: input\n": ("lfn is empty", 8),
     }
     for extra, (words, line) in cases.items():
         p = write(tmp_path, HEAD + "jobs:\n- type: job\n  name: a\n  id: j1\n" + extra)
@@ -670,7 +671,7 @@ SCALARS = TRICKY + [
     "0.", "1e", "nan", "NaN", "Yes", "NO", "Off", "FALSE", "tRuE", "-", "--x", "8080:80", "x#y",
     "'it''s'", "\"\\u00e9\"", "é", "a: b", "- - x", "-0", "-0.0", ".5", "+.5", "1.5e-3", "",
     "2001-12-14t21:59:43.10-05:00", "<< : x", "? x", "@x", "`x", "%x", "x\ty", "|\n  lit", ">\n  fold",
-    "*x", "&a x", "!x", "{}", "[]", "{a: 1}", "[1, 2]", "6.0e+2", "1:2", "0:59",
+    "*x", "&a x", "!x", "{}", "[]", "{a: 1}", "[1, 2]", "6.0e+2", "1:2", "0:59", "''", "' '",
 ]
 
 
@@ -680,7 +681,15 @@ def test_fast_parser_reads_what_pyyaml_reads() -> None:
         pytest.skip("yaml-rs is not installed: only PyYAML is used")
     accepted = 0
     for v in SCALARS:
-        for doc in (f"- {v}\n", f"- k: {v}\n  other: 1\n", f"- - {v}\n", f"- {v}: 1\n"):
+        docs = (
+            f"- {v}\n",
+            f"- k: {v}\n  other: 1\n",
+            f"- - {v}\n",
+            f"- {v}: 1\n",
+            f"- a: 1\n  {v}: 1\n",
+            f"- a: 1\n  {v}:\n    b: 1\n",
+        )
+        for doc in docs:
             if not yamlread.fast_ok(doc):
                 continue
             fast = yamlread.fast_loads(doc)
@@ -761,6 +770,75 @@ def test_strict_reader_with_refused_jobs_in_between(tmp_path: Path, monkeypatch,
     line = text[: text.index("ID9999999")].count("\n") + 1
     msg = error_of(p, cwd=tmp_path)
     assert msg.startswith(f"{p}:{line}:") and "'ID9999999'" in msg, msg
+
+
+def random_workflow(rng, tricky: float) -> str:
+    """A workflow in the API's layout whose values are, now and then, tricky scalars."""
+    odd = [v for v in SCALARS if "\n" not in v] + ["-", "- x", "a: b", "x #y", "#x", "'", "input"]
+
+    def v() -> str:
+        return rng.choice(odd) if rng.random() < tricky else rng.choice(["abc", "f1.in", "-o", "x.y"])
+
+    out = ["pegasus: 5.0.4\nname: fz\njobs:\n"]
+    for j in range(8):
+        s = "- type: job\n"
+        if rng.random() < 0.2:
+            s += f"  namespace: {v()}\n"
+        if rng.random() < 0.2:
+            s += f"  version: {v()}\n"
+        s += f"  name: {v()}\n  id: {f'j{j}' if rng.random() < 0.97 else v()}\n"
+        for k in ("stdin", "stdout", "stderr", "nodeLabel"):
+            if rng.random() < 0.15:
+                s += f"  {k}: {v()}\n"
+        s += "  arguments:\n" + "".join(f"  - {v()}\n" for _ in range(rng.randint(0, 3)))
+        s += "  uses:\n"
+        for _ in range(rng.randint(0, 3)):
+            t = rng.choice(["input", "output", "checkpoint", "inout", "none"])
+            s += f"  - lfn: {v()}\n    type: {t if rng.random() < 0.98 else v()}\n"
+            for fl in ("stageOut", "registerReplica", "optional", "bypass", "executable", "size"):
+                if rng.random() < 0.2:
+                    good = "12" if fl == "size" else rng.choice(["true", "false"])
+                    s += f"    {fl}: {good if rng.random() < 0.97 else v()}\n"
+        if rng.random() < 0.3:
+            s += "  profiles:\n"
+            for _ in range(rng.randint(1, 2)):
+                s += f"    {rng.choice(['env', 'ENV', 'dagman', 'pegasus', v()])}:\n"
+                for _ in range(rng.randint(1, 2)):
+                    s += f"      {rng.choice(['retry', 'RETRY', 'X', v()])}: {v()}\n"
+        if rng.random() < 0.2:
+            s += "  metadata:\n" + "".join(
+                f"    {rng.choice(['k', 'm', v()])}: {v()}\n" for _ in range(rng.randint(1, 2))
+            )
+        out.append(s)
+    return "".join(out)
+
+
+def test_random_workflows_read_the_same_three_ways() -> None:
+    """Fuzz: the strict reader, parser batches and the whole document agree (or all refuse)."""
+    import random
+
+    from ferry.planner import pegasus
+
+    rng = random.Random(20261125)
+    agreed = 0
+    for _ in range(150):
+        text = random_workflow(rng, 0.015)
+        res = []
+        for mode in ("strict", "batch", "whole"):
+            pegasus.STRICT = mode == "strict"
+            try:
+                res.append(parse_workflow(text, "fz.yml", fast=mode != "whole"))
+            except ConfigError as exc:
+                res.append(exc)
+            finally:
+                pegasus.STRICT = True
+        errors = [isinstance(r, ConfigError) for r in res]
+        assert len(set(errors)) == 1, (text, res)
+        if not errors[0]:
+            assert_same(res[0], res[2])
+            assert_same(res[1], res[2])
+            agreed += 1
+    assert agreed > 20
 
 
 # --- size -----------------------------------------------------------------------------------------
