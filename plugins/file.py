@@ -105,7 +105,9 @@ class FileProtocol(Protocol):
                 sink.set_size(before.st_size)
                 if sink.offset:
                     f.seek(sink.offset)
-                sink.copy_from(f, progress=progress)
+                # no further than the size seen now: a file that grows while it is
+                # read fails the check below instead of keeping the copy going
+                sink.copy_from(f, progress=progress, size=before.st_size - sink.offset)
                 after = os.fstat(f.fileno())
         if (
             sink.offset != before.st_size
@@ -128,7 +130,7 @@ class FileProtocol(Protocol):
                 with source.reader() as reader:
                     sink = Sink(tmp)
                     try:
-                        sink.copy_from(reader, progress=progress)  # type: ignore[arg-type]
+                        sink.copy_from(reader, progress=progress, size=source.size)  # type: ignore[arg-type]
                     finally:
                         sink.close()
                 source.verify()

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, BinaryIO, ClassVar
 from .errors import IncompleteTransfer, IntegrityError, UnsupportedScheme
 
 if TYPE_CHECKING:
-    from ._pump import HashFeed
     from .credentials import Credentials
     from .url import URL
 
@@ -127,15 +126,10 @@ class Sink:
     from there (the hash simply continues).
     """
 
-    #: bytes (received, or announced by ``set_size``) from which ``write`` hashes
-    #: on a second thread, so hashing overlaps receiving and writing
-    HASH_THREAD_AFTER = 4 << 20
-
     def __init__(self, path: str, *, expected_size: int | None = None) -> None:
         self.path = path
         self.expected_size = expected_size
         self._hash = hashlib.sha256()
-        self._feed: HashFeed | None = None
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._file: BinaryIO = os.fdopen(self._fd, "wb", buffering=0)
         self.offset = 0
@@ -148,59 +142,45 @@ class Sink:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        if self._feed is not None:
-            self._feed.update(view)
-        elif max(self.offset, self.expected_size or 0) >= self.HASH_THREAD_AFTER:
-            from ._pump import HashFeed
-
-            self._feed = HashFeed(self._hash)
-            self._feed.update(view)
-        else:
-            self._hash.update(view)
+        self._hash.update(view)
         n = 0
         while n < len(view):
             n += self._file.write(view[n:])  # type: ignore[arg-type]
         self.offset += len(view)
 
-    def _finish_feed(self) -> None:
-        """Wait until the hashing thread has hashed every byte written, and stop it."""
-        if self._feed is not None:
-            feed, self._feed = self._feed, None
-            feed.close()
-
     def reset(self) -> None:
         """Start over from byte 0 (a protocol that could not resume)."""
-        self._finish_feed()
         self._file.seek(0)
         self._file.truncate(0)
         self._hash = hashlib.sha256()
         self.offset = 0
         self.restarts += 1
 
-    def copy_from(self, src: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
+    def copy_from(
+        self,
+        src: BinaryIO,
+        progress: Callable[[int], None] | None = None,
+        *,
+        size: int | None = None,
+    ) -> None:
         """Fast path for local sources: pump ``src`` into the sink.
 
         Reads into reused buffers and hashes in a second thread while this one
-        writes, so a 2-core node hashes and copies at the same time.
+        writes, so a 2-core node hashes and copies at the same time. With
+        ``size``, reads at most that many bytes (the length a stat announced)
+        instead of reading until EOF.
         """
         from ._pump import pump
 
-        self._finish_feed()
-        self.offset += pump(src, self._file, self._hash, progress=progress)
+        self.offset += pump(src, self._file, self._hash, progress=progress, size=size)
 
     @property
     def sha256(self) -> str:
-        self._finish_feed()
         return self._hash.hexdigest()
 
     def close(self) -> None:
-        try:
-            if not self._file.closed:
-                self._file.close()
-        finally:
-            self._finish_feed()
+        if not self._file.closed:
+            self._file.close()
 
     def fsync(self) -> None:
         os.fsync(self._file.fileno())
