@@ -139,7 +139,7 @@ def _mapping2(block: str) -> dict | None:
                 return None
             current = out[ns] = {}
         else:
-            if current is None or line[6:7] in (" ", ""):
+            if current is None or line[4:6] != "  " or line[6:7] in (" ", ""):
                 return None
             key, sep, tok = line[6:].partition(": ")
             k = _key(key)

@@ -521,6 +521,20 @@ def test_wrong_types_point_at_the_line(tmp_path: Path) -> None:
             assert "'j1'" in msg, msg
 
 
+def test_misindented_lines_are_errors_on_every_path(tmp_path: Path) -> None:
+    base = HEAD + "jobs:\n- type: job\n  name: a\n  id: j1\n  arguments: []\n  uses: []\n"
+    for extra in (
+        "  profiles:\n    env:\n      A: '1'\n     B: '2'\n",
+        "  metadata:\n    a: x\n     b: y\n",
+    ):
+        p = write(tmp_path, base + extra)
+        for fast in (True, False):
+            assert "YAML syntax error" in error_of(p, fast=fast, cwd=tmp_path)
+    # a more indented line after an argument continues it
+    p = write(tmp_path, base.replace("  arguments: []\n", "  arguments:\n  - a\n   - b\n"))
+    assert both(p, cwd=tmp_path).jobs[0].arguments == ["a - b"]
+
+
 def test_duplicate_job_ids_name_both_lines(tmp_path: Path) -> None:
     text = HEAD + "jobs:\n" + "".join(
         f"- type: job\n  name: a\n  id: {jid}\n  arguments: []\n  uses: []\n"
