@@ -41,6 +41,8 @@ from ferry.plugins.errors import ConfigError
 
 __all__ = [
     "build_replicas",
+    "check_containers",
+    "located",
     "build_sites",
     "build_transformations",
     "check_pegasus_version",
@@ -333,12 +335,11 @@ def build_sites(d: dict, sc: SiteCatalog | None = None, path: Path_ = ()) -> Sit
                         (*fp, "operation"),
                     )
                 servers.append(FileServer(url=as_str(fs["url"], "url", (*fp, "url")), operation=op))
+            path_v = dd.get("path")
             dirs.append(
                 Directory(
                     type=dtype,
-                    path=as_str(dd.get("path", ""), "directory path", (*dp, "path"))
-                    if dd.get("path") not in (None, "")
-                    else "",
+                    path="" if path_v in (None, "") else as_str(path_v, "path", (*dp, "path")),
                     file_servers=servers,
                     shared_file_system=as_bool(
                         dd.get("sharedFileSystem", False),
