@@ -179,38 +179,46 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
     ids = _entry_ids(wf, graph, builder, entries)
     mark("cluster")
 
+    packed = options.spec_layout == "packed" or (
+        options.spec_layout == "auto" and len(entries) > PACK_THRESHOLD
+    )
     plan_jobs: list[PlanJob] = []
+    append = plan_jobs.append
     gparents = graph.parents
     jobs = wf.jobs
+    template = builder.template
+    register_of = builder.register
     for e, members in enumerate(entries):
         j0 = members[0]
-        t = builder.template(j0)
+        t = template(j0)
+        labels = t.labels
+        eid = ids[e]
         if len(members) == 1:
-            parents = [ids[entry_of[p]] for p in gparents[j0] if kept[p]]
-            register = builder.register(j0)
             pj = PlanJob(
-                id=ids[e],
-                transformation=t.labels["transformation"],
-                spec=rd.spec_path(e, f"{ids[e]}.json"),
-                retries=t.retries,
-                parents=parents,
-                site=t.labels["site"],
+                eid,
+                labels["transformation"],
+                "" if packed else rd.spec_path(e, eid + ".json"),
+                t.retries,
+                [ids[entry_of[p]] for p in gparents[j0] if kept[p]],
+                None,
+                labels["site"],
             )
+            register = register_of(j0)
             if register:
                 pj.register = [Register(*r) for r in register]
         else:
             pe = sorted({entry_of[p] for j in members for p in gparents[j] if kept[p]} - {e})
             pj = PlanJob(
-                id=ids[e],
-                transformation=t.labels["transformation"],
-                spec=rd.spec_path(e, f"{ids[e]}.cluster.json"),
-                retries=max(builder.template(j).retries for j in members),
+                id=eid,
+                transformation=labels["transformation"],
+                spec="" if packed else rd.spec_path(e, eid + ".cluster.json"),
+                retries=max(template(j).retries for j in members),
                 parents=[ids[p] for p in pe],
                 members=[jobs[j].id for j in members],
-                site=t.labels["site"],
-                register=[Register(*r) for j in members for r in builder.register(j)],
+                site=labels["site"],
+                register=[Register(*r) for j in members for r in register_of(j)],
             )
-        plan_jobs.append(pj)
+        append(pj)
     mark("entries")
     cleanup = _cleanup(wf, graph, builder, kept, staged, entry_of, ids, options.cleanup)
     mark("cleanup")
@@ -218,9 +226,6 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
     os.makedirs(rd.path, exist_ok=True)
     os.makedirs(rd.records, exist_ok=True)
     os.makedirs(rd.join("jobs"), exist_ok=True)
-    packed = options.spec_layout == "packed" or (
-        options.spec_layout == "auto" and len(entries) > PACK_THRESHOLD
-    )
     offsets = _write_specs(rd, wf, builder, entries, ids, options.writers, packed)
     if packed:
         for e, pj in enumerate(plan_jobs):
