@@ -900,8 +900,15 @@ def _scan_batches(text: str, batches: list, pattern: re.Pattern, parse: Any) -> 
 
     _SCAN = (text, pattern, parse)
     try:
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(workers) as pool:
+        try:
+            pool = multiprocessing.get_context("fork").Pool(workers)
+        except (OSError, ValueError, AssertionError):  # e.g. in a daemonic process
+            pool = None
+        if pool is None:
+            for bs, be, _bl, _n in batches:
+                yield strict.scan(text, bs, be, pattern, parse)
+            return
+        with pool:
             spans = [(bs, be) for bs, be, _bl, _n in batches]
             for blob in pool.imap(_scan_one, spans, chunksize=1):
                 yield marshal.loads(blob)
