@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"ferry run: error: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print("ferry run: interrupted while planning", file=sys.stderr)
+            return 130
         report(result)
         run_dir = result.run_dir
     runner = LocalRunner(
