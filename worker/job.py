@@ -487,12 +487,27 @@ def _sums_from(res: TransferResult) -> tuple[str | None, str | None]:
     return None, None
 
 
-def load_spec_file(path: str) -> JobSpec:
+def spec_file_part(ref: str) -> str:
+    """The file of a spec reference: ``PATH`` or ``PATH@OFFSET`` (a line of a packed shard)."""
+    base, sep, offset = ref.rpartition("@")
+    if sep and offset.isdigit() and not os.path.exists(ref):
+        return base
+    return ref
+
+
+def load_spec_file(ref: str) -> JobSpec:
+    """Load a job spec from ``PATH``, or from ``PATH@OFFSET``: the JSON line starting at
+    that byte offset of a packed shard (docs/rundir.md)."""
     from .jobspec import load_jobspec
 
+    path = spec_file_part(ref)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            if path != ref:
+                f.seek(int(ref.rpartition("@")[2]))
+                data = f.readline()
+            else:
+                data = f.read()
     except OSError as exc:
         raise ConfigError(f"cannot read job spec {path}: {exc.strerror}") from None
-    return load_jobspec(data, source=path)
+    return load_jobspec(data, source=ref)

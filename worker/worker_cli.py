@@ -32,7 +32,11 @@ exit status:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("jobspec", metavar="JOBSPEC", help="path of the job spec JSON file")
+    parser.add_argument(
+        "jobspec",
+        metavar="JOBSPEC",
+        help="the job spec: a JSON file, or FILE@OFFSET for a line of a packed shard",
+    )
     parser.add_argument(
         "--records",
         metavar="DIR",
@@ -59,14 +63,18 @@ def run(args: argparse.Namespace) -> int:
         format="ferry worker: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    from .job import JobWorker, load_spec_file
+    from .job import JobWorker, load_spec_file, spec_file_part
 
     try:
         spec = load_spec_file(args.jobspec)
     except ConfigError as exc:
         print(f"ferry worker: {exc}", file=sys.stderr)
         return 2
-    records = args.records or spec.records_dir or os.path.dirname(os.path.abspath(args.jobspec))
+    records = (
+        args.records
+        or spec.records_dir
+        or os.path.dirname(os.path.abspath(spec_file_part(args.jobspec)))
+    )
     worker = JobWorker(
         spec,
         records_dir=records,

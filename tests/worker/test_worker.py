@@ -269,3 +269,24 @@ def test_periodic_checkpoint_stage_out(tmp_path: Path) -> None:
     # the job succeeded, so no final checkpoint stage-out: what is there was staged while it ran
     assert 1 <= int((tmp_path / "ck" / "state.ckpt").read_text()) <= 8
     assert not any(t["direction"] == "checkpoint-out" for t in record(tmp_path)["transfers"])
+
+
+def test_spec_from_a_packed_shard(tmp_path: Path) -> None:
+    """`ferry worker FILE@OFFSET` runs the JSON line at that offset (large plans pack specs)."""
+    lines = [
+        json.dumps({"version": 1, "id": f"job{i}", "executable": "/bin/sh",
+                    "arguments": ["-c", f"echo {i} > o"],
+                    "outputs": [{"lfn": "o", "destinations": [{"url": f"file://{tmp_path}/o{i}"}]}],
+                    "records_dir": str(tmp_path / "records")})
+        for i in range(3)
+    ]
+    shard = tmp_path / "0000.jsonl"
+    shard.write_text("\n".join(lines) + "\n")
+    offset = len(lines[0]) + 1
+    p = subprocess.run(
+        [sys.executable, "-m", "ferry.worker", f"{shard}@{offset}"], capture_output=True,
+        text=True, timeout=120, env={**os.environ, "FERRY_WORK_DIR": str(tmp_path)},
+    )
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "o1").read_text() == "1\n" and not (tmp_path / "o0").exists()
+    assert (tmp_path / "records" / "job1.1.json").exists()
