@@ -383,7 +383,7 @@ class _Reader:
         where: dict[str, tuple[str, int]] = {}
         big: dict[str, Block] = {}
         for b in blocks:
-            if b.key in ("jobs", "jobDependencies"):
+            if b.key in ("jobs", "jobDependencies") and _has_content(text, b):
                 if b.key in big or b.key in top:
                     raise Irregular("a key twice")
                 big[b.key] = b
@@ -961,6 +961,19 @@ def _hook_events(hooks: Any) -> str:
                 on = h.get("_on") if isinstance(h, dict) else None
                 events.append(f"{kind}: {on}" if on else str(kind))
     return ", ".join(events) or "hooks"
+
+
+def _has_content(text: str, b: Block) -> bool:
+    """Whether a block holds more than its key line (and blank or comment lines)."""
+    pos = b.value_start
+    while pos < b.end:
+        nl = text.find("\n", pos, b.end)
+        nl = b.end if nl < 0 else nl + 1
+        line = text[pos:nl].strip()
+        if line and not line.startswith("#"):
+            return True
+        pos = nl
+    return False
 
 
 def _line_of(text: str, path: tuple[object, ...], off: int = 0) -> int | None:

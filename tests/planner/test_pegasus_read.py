@@ -621,6 +621,14 @@ def test_bad_catalog_entries_point_at_the_line(tmp_path: Path) -> None:
     assert msg.startswith(f"{p}:7:") and "instaled" in msg, msg
 
 
+def test_empty_jobs_key(tmp_path: Path) -> None:
+    p = write(tmp_path, HEAD + "jobs:\n# nothing\njobDependencies:\n")
+    for fast in (True, False):
+        assert "jobs must be a list, not null" in error_of(p, fast=fast, cwd=tmp_path)
+    p = write(tmp_path, HEAD + "jobs: []\njobDependencies:\n")
+    assert both(p, cwd=tmp_path).jobs == []
+
+
 def test_unknown_keys_warn(tmp_path: Path) -> None:
     p = write(
         tmp_path,
