@@ -47,6 +47,7 @@ def analyze(rd: RunDir) -> dict[str, Any]:
     total = len(rs.plan.jobs)
     counts = {"succeeded": 0, "failed": 0, "running": 0, "unsubmitted": 0}
     failed: list[dict[str, Any]] = []
+    logs: dict[str, tuple[str, str]] | None = None
     for pj in rs.plan.jobs:
         js = rs.jobs[pj.id]
         if js.state == "succeeded":
@@ -73,6 +74,13 @@ def analyze(rd: RunDir) -> dict[str, Any]:
             if rec is None:
                 entry["record"] = None
                 entry["reason"] = "no invocation record (the worker did not start or was killed)"
+                if rs.plan.backend == "htcondor":
+                    if logs is None:
+                        from .dagman import node_logs
+
+                        logs = node_logs(rd)
+                    if pj.id in logs:  # what the node job itself said (HTCondor)
+                        entry["reason"] += f"; the node job's stderr: {logs[pj.id][1]}"
             else:
                 entry.update(
                     record=rd.record_path(task, attempt),

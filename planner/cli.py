@@ -27,6 +27,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "statistics": ("ferry.planner.statistics", "summary statistics of a run (pegasus-statistics)"),
     "analyze": ("ferry.planner.analyze", "report the failed jobs of a run (pegasus-analyzer)"),
     "remove": ("ferry.planner.remove", "stop a running workflow cleanly"),
+    "submit": (
+        "ferry.planner.submit_cli",
+        "submit a run planned with --backend htcondor to the local schedd (DAGMan)",
+    ),
+    "postscript": (
+        "ferry.planner.postscript",
+        "(internal) DAGMan POST script of the HTCondor backend: record a node's attempt",
+    ),
 }
 
 

@@ -53,6 +53,7 @@ PARALLEL_THRESHOLD = 5000
 #: with spec_layout "auto", plans with more entries than this pack their specs
 PACK_THRESHOLD = 20000
 SPEC_LAYOUTS = ("auto", "files", "packed")
+BACKENDS = ("local", "htcondor")
 
 
 @dataclass
@@ -75,6 +76,8 @@ class PlanOptions:
     #: files (one JSON file per job), packed (JSON lines, 1,000 plan entries per file),
     #: auto (packed above PACK_THRESHOLD entries)
     spec_layout: str = "auto"
+    #: backend settings (htcondor: :class:`ferry.planner.htcondor.CondorOptions` as a dict)
+    backend_options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -112,6 +115,8 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
     t0 = time.monotonic()
     if options.spec_layout not in SPEC_LAYOUTS:
         raise PlanError(f"spec layout must be one of {', '.join(SPEC_LAYOUTS)}")
+    if options.backend not in BACKENDS:
+        raise PlanError(f"backend must be one of {', '.join(BACKENDS)}, not {options.backend!r}")
     if options.cleanup not in CLEANUP_MODES:
         raise PlanError(
             f"--cleanup must be one of {', '.join(CLEANUP_MODES)}, not {options.cleanup!r}"
@@ -183,6 +188,11 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
         options.spec_layout == "auto" and len(entries) > PACK_THRESHOLD
     )
     plan_jobs: list[PlanJob] = []
+    profiles_of = None
+    if options.backend == "htcondor":
+        from .htcondor import profile_getter
+
+        profiles_of = profile_getter(builder)
     append = plan_jobs.append
     gparents = graph.parents
     jobs = wf.jobs
@@ -218,6 +228,8 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
                 site=labels["site"],
                 register=[Register(*r) for j in members for r in register_of(j)],
             )
+        if profiles_of is not None:
+            pj.profiles = profiles_of(j0)
         append(pj)
     mark("entries")
     cleanup = _cleanup(wf, graph, builder, kept, staged, entry_of, ids, options.cleanup)
@@ -256,6 +268,13 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
         pruned=pruned_ids,
         warnings=warnings,
     )
+    if options.backend == "htcondor":
+        from .htcondor import CondorOptions, write_htcondor
+
+        plan.options["htcondor"] = write_htcondor(
+            rd, plan, CondorOptions.from_json(options.backend_options), warnings
+        )
+        mark("htcondor")
     rd.write_plan(plan)
     mark("plan.json")
     return PlanResult(

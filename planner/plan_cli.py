@@ -93,7 +93,13 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         help="horizontal: cluster jobs whose clusters.size / clusters.num profiles ask"
         " (the default); none: never cluster",
     )
-    parser.add_argument("--backend", choices=("local",), default="local", help="(default: local)")
+    parser.add_argument(
+        "--backend",
+        choices=("local", "htcondor"),
+        default="local",
+        help="local: run with `ferry run`; htcondor: also write a DAGMan workflow into"
+        " DIR/htcondor for `ferry submit` (docs/htcondor.md) (default: local)",
+    )
     parser.add_argument(
         "--spec-layout",
         choices=("auto", "files", "packed"),
@@ -193,6 +199,12 @@ def plan_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         cluster=args.cluster != "none",
         backend=args.backend,
         spec_layout=args.spec_layout,
+        backend_options={
+            "staging": getattr(args, "staging", None),
+            "ep_python": getattr(args, "ep_python", None),
+        }
+        if args.backend == "htcondor"
+        else {},
     )
     return plan_workflow(wf, options)
 
@@ -217,14 +229,43 @@ def report(result, out=sys.stdout) -> None:  # type: ignore[no-untyped-def]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_plan_arguments(parser)
+    condor = parser.add_argument_group("HTCondor backend (--backend htcondor, docs/htcondor.md)")
+    condor.add_argument(
+        "--staging",
+        choices=("condorio", "nonsharedfs"),
+        help="condorio: HTCondor's file transfer moves the job spec, file:// inputs, outputs"
+        " and records; nonsharedfs: the worker stages everything through URLs (default: the"
+        " pegasus.data.configuration profile or property, else condorio)",
+    )
+    condor.add_argument(
+        "--ep-python",
+        metavar="PATH",
+        help="the Python interpreter with ferry installed on the execute points"
+        " (default: this one, " + sys.executable + ")",
+    )
+    condor.add_argument(
+        "--submit",
+        action="store_true",
+        help="submit the DAG to the local schedd right away (as `ferry submit DIR`)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "submit", False) and args.backend != "htcondor":
+        print("ferry plan: error: --submit needs --backend htcondor", file=sys.stderr)
+        return 2
     try:
         result = plan_from_args(args)
     except ConfigError as exc:
         print(f"ferry plan: error: {exc}", file=sys.stderr)
         return 2
     report(result)
+    if args.backend == "htcondor":
+        if getattr(args, "submit", False):
+            from .submit_cli import submit_and_report
+
+            return submit_and_report(result.run_dir)
+        print(f"Submit it with: ferry submit {result.run_dir}")
+        return 0
     print(f"Run it with: ferry run --resume {result.run_dir}")
     return 0

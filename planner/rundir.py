@@ -63,6 +63,9 @@ class PlanJob(msgspec.Struct, omit_defaults=True):
     members: list[str] | None = None
     site: str = "local"
     register: list[Register] = []
+    #: HTCondor backend only: the job's merged ``condor`` and ``dagman`` profiles and the
+    #: ``pegasus`` keys it maps (docs/htcondor.md), as strings
+    profiles: dict[str, dict[str, str]] = {}
 
 
 class CleanupAction(msgspec.Struct, omit_defaults=True):

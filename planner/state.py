@@ -113,11 +113,12 @@ def run_state(rd: RunDir, plan: Plan | None = None) -> RunState:
     for job, (s, _) in open_start.items():
         jobs[job].spans.append((s, None, "open"))
     pid = rd.running_pid()
-    if status == "running" and pid is None:
+    htcondor = plan.backend == "htcondor"  # DAGMan runs it: no local runner to check
+    if status == "running" and pid is None and not htcondor:
         status = "stopped"  # the runner was killed
         if sessions and sessions[-1][1] is None:
             sessions[-1] = (sessions[-1][0], last_t)
-    return RunState(
+    rs = RunState(
         plan=plan,
         jobs=jobs,
         sessions=sessions,
@@ -126,6 +127,11 @@ def run_state(rd: RunDir, plan: Plan | None = None) -> RunState:
         cleanups=cleanups,
         last_event=last_t,
     )
+    if htcondor:
+        from .dagman import apply
+
+        apply(rd, rs)  # DAGMan's node status file and rescue DAG
+    return rs
 
 
 def _last_before(start: float, t: float) -> float:
