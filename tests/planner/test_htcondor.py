@@ -58,6 +58,7 @@ from .condor_sim import (
     file_list,
     parse_dag,
     remap_list,
+    run_job,
     run_post,
     simulate,
 )
@@ -313,17 +314,20 @@ def test_orcasound_condorio(tmp_path: Path, monkeypatch) -> None:  # type: ignor
         if job.transformation == "inference":
             job.add_pegasus_profile(cores=2, memory=1024, gpus=1)
             job.add_profiles(Namespace.CONDOR, key="+ProjectName", value='"Orcasound"')
+            job.add_dagman_profile(category="gpu")
         if job.transformation == "merge_predictions":
             job.add_dagman_profile(priority=10)
     tc = wf.transformation_catalog
     tc.transformations[next(k for k in tc.transformations if "convert2wav" in k)] \
         .add_dagman_profile(retry=3)
     wf.write(str(tmp_path / "workflow.yml"))
-    run = plan_condor(tmp_path)
+    run = plan_condor(tmp_path, "-D", "dagman.gpu.maxjobs=2")
     doc = plan_doc(run)
     jobs = {j["id"]: j for j in doc["jobs"]}
     assert len(jobs) == SENSORS * BATCHES * 3 + SENSORS + 1
     dag = check_dag(run)
+    assert dag.nodes["inf_s1_b1"].category == "gpu" and dag.nodes["wav_s1_b1"].category is None
+    assert dag.maxjobs == {"gpu": 2}
     assert dag.nodes["wav_s1_b1"].retry == 3 and dag.nodes["png_s1_b1"].retry == 1
     assert dag.nodes["merge_all"].priority == 10 and dag.nodes["merge_s1"].priority == 10
     inf = submit_file(run, dag, "inf_s2_b3")
@@ -670,3 +674,33 @@ def test_post_script_for_a_node_job_removed_from_the_queue(tmp_path: Path) -> No
     data = json.loads(ferry("analyze", str(run), "--json").stdout)
     (f,) = data["failed"]
     assert f["record"] is None and f"stderr: {node_file(run, 't').parent / 't.err'}" in f["reason"]
+
+
+def test_an_output_changed_in_transfer_fails_the_attempt(tmp_path: Path) -> None:
+    """The POST script checks each condorio output against the sha256 the worker recorded
+    on the execute point before it puts it in place."""
+    wf = Workflow("tamper")
+    wf.add_jobs(Job("sh", _id="w").add_args("-c", "echo genuine > result.txt")
+                .add_outputs(File("result.txt")))
+    wf.write(str(tmp_path / "workflow.yml"))
+    run = plan_condor(tmp_path)
+    node = dag_of(run).nodes["w"]
+    job = run_job(run / "htcondor", node, tmp_path)
+    assert job.code == 0 and job.held is None
+    returned = node_file(run, "w").parent / "w.o0"
+    assert returned.read_text() == "genuine\n"
+    returned.write_text("tampered\n")  # as if the bytes changed on the way back
+    macros = {"$JOB": "w", "$RETURN": "0", "$RETRY": "0", "$MAX_RETRIES": "1", "$JOBID": "1.0"}
+    assert run_post(run / "htcondor", node.post, macros) == 4
+    assert not (tmp_path / "outputs" / "result.txt").exists()
+    (rec,) = records(run, "w")
+    assert rec["status"] == "failed" and rec["failed_step"] == "integrity"
+    assert rec["failures"][-1]["expected"] == "sha256:" + sha(b"genuine\n")
+    assert rec["failures"][-1]["actual"] == "sha256:" + sha(b"tampered\n")
+    assert [e["event"] for e in journal(run) if e["job"] == "w"] == ["started", "failed", "retry"]
+    # DAGMan's retry: the job runs again and this time the output arrives intact
+    assert run_job(run / "htcondor", node, tmp_path).code == 0
+    macros["$RETRY"] = "1"
+    assert run_post(run / "htcondor", node.post, macros) == 0
+    assert (tmp_path / "outputs" / "result.txt").read_text() == "genuine\n"
+    assert [r["attempt"] for r in records(run, "w")] == [1, 2]
