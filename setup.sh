@@ -12,6 +12,8 @@ if [ "$want_test" = 1 ]; then
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_pkgs+=(nginx-light)
     command -v ch-run >/dev/null 2>&1 || apt_pkgs+=(charliecloud-runtime)
     [ -x /bin/busybox ] || apt_pkgs+=(busybox-static)
+    [ -x /usr/sbin/sshd ] || apt_pkgs+=(openssh-server)
+    command -v ssh-keygen >/dev/null 2>&1 || apt_pkgs+=(openssh-client)
 fi
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
