@@ -23,18 +23,18 @@ library's exceptions are mapped to the ferry error tree in one place,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
 import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AuthError,
-    ConfigError,
     ConnectError,
     IncompleteTransfer,
     IntegrityError,
@@ -48,6 +48,7 @@ from .errors import (
     UnsupportedScheme,
 )
 from .protocol import Capability, Protocol, ProtocolContext, ProtocolInfo, Sink, Source, Stat
+from .settings import load_settings, parse_bool
 from .spec import hookimpl
 from .url import URL, parse_url, redact
 
@@ -99,31 +100,14 @@ def ferry_protocols() -> list[ProtocolInfo]:
 # -- settings -----------------------------------------------------------------
 
 
-def _parse_size(text: str) -> int:
-    """``8388608``, ``8M``, ``8MiB``, ``512K`` ... as bytes (binary units)."""
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)(?:i?[bB])?\s*", text)
-    if m is None:
-        raise ValueError(f"not a size: {text!r}")
-    return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
-
-
-def _parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a boolean: {text!r}")
-
-
 @dataclass(frozen=True)
 class GsSettings:
     """Tunables, from ``context.settings["gs.<name>"]``, else ``$FERRY_GS_<NAME>``."""
 
     #: objects up to this size go up in one multipart request (read into memory first)
-    resumable_threshold: int = 8 * MiB
+    resumable_threshold: int = field(default=8 * MiB, metadata={"size": True})
     #: chunk of a resumable upload (rounded up to a multiple of 256 KiB); held in memory
-    chunk_size: int = 32 * MiB
+    chunk_size: int = field(default=32 * MiB, metadata={"size": True})
     #: seconds the library may spend retrying one call (429, 5xx, dropped connections)
     retry_timeout: float = 30.0
     #: ``mkdir gs://bucket/...`` creates a missing bucket
@@ -131,27 +115,10 @@ class GsSettings:
 
     @classmethod
     def from_context(cls, context: ProtocolContext) -> GsSettings:
-        parsers: dict[str, Callable[[str], Any]] = {
-            "resumable_threshold": _parse_size,
-            "chunk_size": _parse_size,
-            "retry_timeout": float,
-            "create_bucket": _parse_bool,
-        }
-        values: dict[str, Any] = {}
-        for name, parse in parsers.items():
-            raw = context.settings.get(f"gs.{name}")
-            if raw is None:
-                raw = os.environ.get(f"FERRY_GS_{name.upper()}")
-            if raw is None or raw == "":
-                continue
-            try:
-                values[name] = parse(str(raw))
-            except ValueError as exc:
-                raise ConfigError(f"gs.{name}: {exc}") from None
-        settings = cls(**values)
+        settings = load_settings(cls, context, "gs")
         chunk = max(CHUNK_ALIGN, -(-settings.chunk_size // CHUNK_ALIGN) * CHUNK_ALIGN)
         if chunk != settings.chunk_size:
-            settings = cls(**{**values, "chunk_size": chunk})
+            settings = dataclasses.replace(settings, chunk_size=chunk)
         return settings
 
 
@@ -451,7 +418,7 @@ class GsProtocol(Protocol):
     def _key(self, url: URL) -> _ClientKey:
         conf = self._config(url)
         path = conf.get("credentials") or None
-        anonymous = _parse_bool(str(conf.get("anonymous", "false")))
+        anonymous = parse_bool(str(conf.get("anonymous", "false")))
         return _ClientKey(
             project=conf.get("project") or None,
             credentials=os.path.expanduser(str(path)) if path else None,

@@ -31,7 +31,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -51,6 +51,7 @@ from .errors import (
 )
 from .file import map_os_exceptions
 from .protocol import Capability, Protocol, ProtocolContext, ProtocolInfo, Sink, Source, Stat
+from .settings import load_settings
 from .spec import hookimpl
 from .url import URL, parse_url, redact
 
@@ -98,43 +99,18 @@ def ferry_protocols() -> list[ProtocolInfo]:
 # -- settings ------------------------------------------------------------------
 
 
-def _parse_size(text: str) -> int:
-    """``8388608``, ``8M``, ``8MiB``, ``512k``, ``1G`` -> bytes."""
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    scale = 1
-    if t and t[-1] in "kmg":
-        scale = 1 << {"k": 10, "m": 20, "g": 30}[t[-1]]
-        t = t[:-1]
-    try:
-        value = int(float(t) * scale)
-    except ValueError:
-        raise ConfigError(f"not a size: {text!r}") from None
-    if value < 0:
-        raise ConfigError(f"not a size: {text!r}")
-    return value
-
-
-def _parse_bool(text: str) -> bool:
-    t = text.strip().lower()
-    if t in ("1", "true", "yes", "on"):
-        return True
-    if t in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"not a boolean: {text!r}")
-
-
 @dataclass(frozen=True)
 class S3Settings:
     """Tuning, from ``context.settings["s3.<name>"]``, else ``$FERRY_S3_<NAME>``."""
 
     #: uploads larger than this go multipart
-    multipart_threshold: int = 8 * MiB
+    multipart_threshold: int = field(default=8 * MiB, metadata={"size": True})
     #: part size of multipart uploads (raised as needed to stay within 10,000 parts)
-    part_size: int = 8 * MiB
+    part_size: int = field(default=8 * MiB, metadata={"size": True})
     #: parts of one upload in flight at once
     upload_parallel: int = 4
     #: size of the ranges of a download; objects up to it take one GET
-    download_part_size: int = 16 * MiB
+    download_part_size: int = field(default=16 * MiB, metadata={"size": True})
     #: ranged GETs of one download in flight at once
     download_streams: int = 4
     #: put/copy create a missing bucket (as pegasus-s3 mkdir would)
@@ -144,21 +120,7 @@ class S3Settings:
 
     @classmethod
     def from_context(cls, context: ProtocolContext) -> S3Settings:
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = context.settings.get(f"s3.{f.name}")
-            if raw is None:
-                raw = os.environ.get(f"FERRY_S3_{f.name.upper()}")
-            if raw is None:
-                continue
-            raw = str(raw)
-            if f.type == "bool":
-                values[f.name] = _parse_bool(raw)
-            elif f.name.endswith(("size", "threshold")):
-                values[f.name] = _parse_size(raw)
-            else:
-                values[f.name] = max(1, int(raw))
-        settings = cls(**values)
+        settings = load_settings(cls, context, "s3")
         if settings.part_size < MIN_PART:
             raise ConfigError(f"s3.part_size must be at least 5 MiB, not {settings.part_size}")
         if settings.download_part_size < 1:
