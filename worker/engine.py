@@ -35,16 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ferry.plugins.errors import (
     FerryError,
@@ -63,6 +54,9 @@ from ferry.plugins.registry import Registry
 from ferry.plugins.url import URL, redact
 
 from .request import Endpoint, MkdirRequest, RemoveRequest, Request, TransferRequest
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState, Retrying
 
 __all__ = [
     "AttemptRecord",
@@ -369,6 +363,16 @@ class Engine:
         raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
 
     def _retrying(self) -> Retrying:
+        # imported here: most transfers never need a second round, and a job
+        # wrapper's start-up should not pay for tenacity
+        from tenacity import (
+            Retrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            wait_exponential,
+            wait_random,
+        )
+
         cfg = self.config
         backoff = wait_exponential(
             multiplier=cfg.backoff_initial, max=cfg.backoff_max
