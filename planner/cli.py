@@ -38,6 +38,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked (reading package metadata costs start-up time)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kw: object) -> None:
+        print(f"ferry {_version()}")
+        parser.exit()
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -54,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="ferry: stage, verify, run and plan scientific workflow jobs.",
         epilog="Run 'ferry COMMAND --help' for a command's options.",
     )
-    parser.add_argument("--version", action="version", version=f"ferry {_version()}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="show ferry's version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
