@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -30,6 +29,7 @@ from ferry.plugins.protocol import Capability, Sink
 from ferry.plugins.registry import Registry
 from ferry.plugins.testing import ConformanceEndpoint, ProtocolConformance
 from ferry.plugins.url import parse_url
+from tests.plugins.conftest import secret_free
 from tests.servers import FaultServer, NginxServer, free_port
 
 pytestmark = pytest.mark.live
@@ -39,22 +39,6 @@ SECRET = "pa55-w0rd-never-shown"
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def secret_free(exc: BaseException, secret: str) -> None:
-    """Assert ``secret`` shows in no str/repr/url of ``exc`` or the exceptions it chains."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        for text in (str(seen), repr(seen), str(getattr(seen, "url", ""))):
-            assert secret not in text
-        seen = seen.__cause__ or seen.__context__
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[Registry]:
-    reg = Registry()
-    yield reg
-    reg.close()
 
 
 @pytest.fixture

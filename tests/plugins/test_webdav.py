@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from ferry.plugins.registry import Registry
 from ferry.plugins.testing import ConformanceEndpoint, ProtocolConformance
 from ferry.plugins.url import parse_url
 from ferry.plugins.webdav import WebdavProtocol
+from tests.plugins.conftest import secret_free
 from tests.servers import WebdavServer
 
 pytestmark = pytest.mark.live
@@ -32,22 +32,6 @@ def sha(data: bytes) -> str:
 
 def leftovers(root: Path) -> list[str]:
     return [str(p.relative_to(root)) for p in root.rglob("*") if "ferry-part" in p.name]
-
-
-def secret_free(exc: BaseException, secret: str) -> None:
-    """Assert ``secret`` shows in no str/repr/url of ``exc`` or the exceptions it chains."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        for text in (str(seen), repr(seen), str(getattr(seen, "url", ""))):
-            assert secret not in text
-        seen = seen.__cause__ or seen.__context__
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[Registry]:
-    reg = Registry()
-    yield reg
-    reg.close()
 
 
 @pytest.fixture
