@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ferry.plugins.errors import ConfigError, PermanentError, PluginUnavailable
-from ferry.plugins.spec import hookimpl
 
 from .cache import ImageCache, StagedImage
 from .image import REGISTRY_KINDS, ImageSpec
@@ -74,7 +73,6 @@ __all__ = [
     "RuntimeCommandFailed",
     "RuntimeUnavailable",
     "Singularity",
-    "ferry_runtimes",
     "load_runtimes",
     "parse_mounts",
     "select_runtime",
@@ -982,12 +980,6 @@ BUILTIN_RUNTIMES: tuple[type[Runtime], ...] = (
 )
 
 
-@hookimpl
-def ferry_runtimes() -> list[type[Runtime]]:
-    """The built-in runtimes (this module is the ``runtimes`` plugin)."""
-    return list(BUILTIN_RUNTIMES)
-
-
 def load_runtimes(
     registry: Registry | Any | None = None, *, failures: list[str] | None = None
 ) -> dict[str, type[Runtime]]:
@@ -995,10 +987,10 @@ def load_runtimes(
 
     A plugin's runtime replaces a built-in of the same name (so a site can
     ship its own ``apptainer`` wrapper); between two plugins declaring one
-    name, the first registered wins. The built-ins are there even when this
-    module is not registered as a plugin. A plugin whose hook raises, or that
-    returns something other than Runtime subclasses, is skipped (and noted in
-    ``failures`` when given).
+    name, the first registered wins. The built-ins are there even when the
+    ``runtimes`` plugin (:mod:`ferry.plugins.builtin`) is not registered. A
+    plugin whose hook raises, or that returns something other than Runtime
+    subclasses, is skipped (and noted in ``failures`` when given).
     """
     found: dict[str, type[Runtime]] = {cls.name: cls for cls in BUILTIN_RUNTIMES}
     if registry is None:

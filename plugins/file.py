@@ -24,35 +24,11 @@ from .errors import (
     TransferError,
     TransientError,
 )
-from .protocol import Capability, Protocol, ProtocolInfo, Sink, Source, Stat
-from .spec import hookimpl
+from .protocol import Protocol, Sink, Source, Stat
 from .url import URL
 
 __all__ = ["FileProtocol", "map_os_exceptions", "make_symlink", "move", "part_name"]
 
-_LOCAL_CAPS = frozenset(
-    {Capability.GET, Capability.PUT, Capability.STAT, Capability.MKDIR, Capability.REMOVE}
-)
-
-
-@hookimpl
-def ferry_protocols() -> list[ProtocolInfo]:
-    return [
-        ProtocolInfo(
-            name="file",
-            schemes=("file",),
-            capabilities=_LOCAL_CAPS,
-            implementation="ferry.plugins.file:FileProtocol",
-            description="local files and plain paths",
-        ),
-        ProtocolInfo(
-            name="symlink",
-            schemes=("symlink", "moveto"),
-            capabilities=_LOCAL_CAPS,
-            implementation="ferry.plugins.file:FileProtocol",
-            description="symbolic links and moves on this machine, as pegasus-transfer makes them",
-        ),
-    ]
 
 
 _PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}

@@ -81,8 +81,7 @@ from .errors import (
     TransientError,
     UnsupportedScheme,
 )
-from .protocol import Capability, Protocol, ProtocolContext, ProtocolInfo, Sink, Source, Stat
-from .spec import hookimpl
+from .protocol import Protocol, ProtocolContext, Sink, Source, Stat
 from .url import URL, redact
 
 if TYPE_CHECKING:
@@ -116,23 +115,6 @@ _DEFAULTS: dict[str, str] = {
     "http_retries": "3",
     "notify": "false",
 }
-
-
-@hookimpl
-def ferry_protocols() -> list[ProtocolInfo]:
-    return [
-        ProtocolInfo(
-            name=PLUGIN,
-            schemes=(SCHEME,),
-            capabilities=frozenset(
-                {Capability.COPY, Capability.STAT, Capability.MKDIR, Capability.REMOVE}
-            ),
-            implementation="ferry.plugins.globus:GlobusProtocol",
-            requires=("globus_sdk",),
-            extra="globus",
-            description="third-party copies between Globus collections, batched into tasks",
-        )
-    ]
 
 
 # -- error mapping -----------------------------------------------------------

@@ -47,9 +47,8 @@ from .errors import (
     TransientError,
     UnsupportedScheme,
 )
-from .protocol import Capability, Protocol, ProtocolContext, ProtocolInfo, Sink, Source, Stat
+from .protocol import Protocol, ProtocolContext, Sink, Source, Stat
 from .settings import load_settings, parse_bool
-from .spec import hookimpl
 from .url import URL, parse_url, redact
 
 if TYPE_CHECKING:
@@ -69,32 +68,6 @@ MAX_RESUMES = 3
 OCTET_STREAM = "application/octet-stream"
 #: the object metadata key that holds the sha256 hex digest
 SHA256_KEY = "sha256"
-
-
-@hookimpl
-def ferry_protocols() -> list[ProtocolInfo]:
-    return [
-        ProtocolInfo(
-            name="gs",
-            schemes=("gs",),
-            capabilities=frozenset(
-                {
-                    Capability.GET,
-                    Capability.PUT,
-                    Capability.COPY,
-                    Capability.STAT,
-                    Capability.MKDIR,
-                    Capability.REMOVE,
-                    Capability.CHECKSUM,
-                    Capability.RESUME,
-                }
-            ),
-            implementation="ferry.plugins.gs:GsProtocol",
-            requires=("google.cloud.storage",),
-            extra="gs",
-            description="Google Cloud Storage (sha256 kept in object metadata)",
-        )
-    ]
 
 
 # -- settings -----------------------------------------------------------------

@@ -10,13 +10,12 @@ unavailable, and only URLs of its schemes fail, with an install hint.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import threading
-from dataclasses import dataclass
-from importlib.metadata import entry_points
+from typing import NamedTuple
 
 import pluggy
 
+from .entrypoints import find_entry_points
 from .errors import FerryError, PluginError, PluginUnavailable, UnsupportedScheme
 from .protocol import Capability, Protocol, ProtocolContext, ProtocolInfo
 from .spec import PROJECT, FerrySpec
@@ -24,8 +23,7 @@ from .spec import PROJECT, FerrySpec
 __all__ = ["LoadFailure", "ProtocolEntry", "Registry"]
 
 
-@dataclass(frozen=True)
-class LoadFailure:
+class LoadFailure(NamedTuple):
     """A plugin that could not be loaded, and why."""
 
     plugin: str
@@ -33,21 +31,48 @@ class LoadFailure:
     reason: str
 
 
-@dataclass(frozen=True)
 class ProtocolEntry:
-    """A declared protocol, with the plugin that declared it and whether it can run here."""
+    """A declared protocol, with the plugin that declared it and whether it can run here.
 
-    plugin: str
-    distribution: str
-    info: ProtocolInfo
-    unavailable: str | None  # None when usable, else the reason
+    Whether the protocol's library is installed is looked up on first use of
+    :attr:`unavailable`, so a process that never meets a scheme never searches
+    for its library.
+    """
+
+    __slots__ = ("plugin", "distribution", "info", "_unavailable")
+
+    _UNKNOWN = object()
+
+    def __init__(self, plugin: str, distribution: str, info: ProtocolInfo) -> None:
+        self.plugin = plugin
+        self.distribution = distribution
+        self.info = info
+        self._unavailable: object = self._UNKNOWN
+
+    @property
+    def unavailable(self) -> str | None:
+        """None when usable, else the reason (a missing library, with the pip extra)."""
+        if self._unavailable is self._UNKNOWN:
+            missing = _missing_modules(self.info)
+            reason = None
+            if missing:
+                extra = self.info.extra
+                hint = f"pip install 'ferry[{extra}]'" if extra else "install it"
+                reason = f"{', '.join(missing)} is not installed ({hint})"
+            self._unavailable = reason
+        return self._unavailable  # type: ignore[return-value]
 
     @property
     def available(self) -> bool:
         return self.unavailable is None
 
+    def __repr__(self) -> str:
+        return f"ProtocolEntry({self.plugin!r}, {self.distribution!r}, {self.info.name!r})"
+
 
 def _missing_modules(info: ProtocolInfo) -> list[str]:
+    import importlib.util
+
     missing = []
     for mod in info.requires:
         try:
@@ -86,10 +111,10 @@ class Registry:
     # -- discovery ---------------------------------------------------------
 
     def _load_entrypoints(self) -> None:
-        for ep in entry_points(group=PROJECT):
+        for ep in find_entry_points(PROJECT):
             if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
                 continue
-            dist = ep.dist.name if ep.dist is not None else "?"
+            dist = ep.dist
             try:
                 plugin = ep.load()
                 self.pm.register(plugin, name=ep.name)
@@ -136,13 +161,8 @@ class Registry:
                     LoadFailure(name, self._dists.get(name, "?"), f"ferry_protocols(): {exc}")
                 )
                 continue
-            for info in infos:
-                missing = _missing_modules(info)
-                reason = None
-                if missing:
-                    hint = f"pip install 'ferry[{info.extra}]'" if info.extra else "install it"
-                    reason = f"{', '.join(missing)} is not installed ({hint})"
-                entries.append(ProtocolEntry(name, self._dists.get(name, "?"), info, reason))
+            dist = self._dists.get(name, "?")
+            entries.extend(ProtocolEntry(name, dist, info) for info in infos)
         self._entries = entries
         return entries
 

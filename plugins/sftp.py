@@ -57,8 +57,7 @@ from .errors import (
     TransferTimeout,
     UnsupportedScheme,
 )
-from .protocol import Capability, Protocol, ProtocolContext, ProtocolInfo, Sink, Source, Stat
-from .spec import hookimpl
+from .protocol import Protocol, ProtocolContext, Sink, Source, Stat
 from .url import URL, parse_url
 
 if TYPE_CHECKING:
@@ -67,31 +66,6 @@ if TYPE_CHECKING:
 __all__ = ["SftpProtocol", "map_paramiko_exceptions"]
 
 log = logging.getLogger("ferry.plugins.sftp")
-
-
-@hookimpl
-def ferry_protocols() -> list[ProtocolInfo]:
-    return [
-        ProtocolInfo(
-            name="sftp",
-            schemes=("sftp", "scp"),
-            capabilities=frozenset(
-                {
-                    Capability.GET,
-                    Capability.PUT,
-                    Capability.STAT,
-                    Capability.MKDIR,
-                    Capability.REMOVE,
-                    Capability.RESUME,
-                    Capability.CHECKSUM,
-                }
-            ),
-            implementation="ferry.plugins.sftp:SftpProtocol",
-            requires=("paramiko",),
-            extra="sftp",
-            description="SSH servers over SFTP (scp:// URLs too); key, agent and known_hosts",
-        )
-    ]
 
 
 class _SkipInvoke:

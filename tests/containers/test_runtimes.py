@@ -7,7 +7,6 @@ real runs are in test_charliecloud.py and test_real_runtimes.py.
 
 from __future__ import annotations
 
-import os
 import types
 from pathlib import Path
 
@@ -629,8 +628,9 @@ def test_load_runtimes_from_the_registry() -> None:
     assert any("'another'" in f and "already declared by plugin 'site'" in f for f in failures)
 
 
-def test_the_runtimes_module_is_the_plugin() -> None:
-    assert runtimes_module.ferry_runtimes() == list(runtimes_module.BUILTIN_RUNTIMES)
-    # what pyproject's entry point `runtimes = "ferry.containers.runtimes"` will load
-    assert hasattr(runtimes_module.ferry_runtimes, "ferry_impl")
-    assert os.path.basename(runtimes_module.__file__ or "") == "runtimes.py"
+def test_the_runtimes_plugin_declares_the_builtins() -> None:
+    from ferry.plugins import builtin
+
+    # what pyproject's entry point `runtimes = "ferry.plugins.builtin:runtimes"` loads
+    assert builtin.runtimes.ferry_runtimes() == list(runtimes_module.BUILTIN_RUNTIMES)
+    assert hasattr(type(builtin.runtimes).ferry_runtimes, "ferry_impl")

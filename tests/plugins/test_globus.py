@@ -143,8 +143,8 @@ def jobs_for(names: list[str]) -> list[tuple[str, str, str | None]]:
 
 def test_declared_without_importing_the_sdk() -> None:
     code = (
-        "import sys; from ferry.plugins import globus;"
-        " info = globus.ferry_protocols()[0];"
+        "import sys; from ferry.plugins import builtin;"
+        " info = builtin.globus.ferry_protocols()[0];"
         " print(info.schemes, sorted(c.value for c in info.capabilities),"
         " 'globus_sdk' in sys.modules)"
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import types
 from pathlib import Path
 
@@ -29,6 +32,40 @@ def test_builtins_come_from_the_entry_point_group() -> None:
     assert names["file"].distribution == "ferry"
     assert Capability.GET in reg.capabilities("file")
     assert reg.protocol("file") is reg.protocol("file")  # built once, shared
+
+
+def test_entry_point_scan_agrees_with_importlib_metadata() -> None:
+    from importlib.metadata import entry_points
+
+    from ferry.plugins.entrypoints import find_entry_points
+
+    ours = {(e.name, e.value, e.dist) for e in find_entry_points("ferry")}
+    theirs = {(e.name, e.value, e.dist.name if e.dist else "?") for e in entry_points(group="ferry")}
+    assert ours == theirs
+    assert ("file", "ferry.plugins.builtin:file", "ferry") in ours
+
+
+def test_a_file_url_loads_no_other_protocol_and_no_client_library(tmp_path: Path) -> None:
+    """Discovery reads declarations only: resolving file:// must not import the
+    other protocols' modules or their libraries (the worker's start-up)."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from ferry.plugins.registry import Registry
+        reg = Registry()
+        assert {"http", "s3", "gs", "sftp", "go", "webdav"} <= set(reg.schemes())
+        reg.protocol("file")
+        heavy = ["ferry.plugins." + m for m in ("http", "webdav", "s3", "gs", "sftp", "globus")]
+        heavy += ["ferry.containers.runtimes", "httpx", "botocore", "paramiko", "globus_sdk",
+                  "google.cloud.storage", "importlib.metadata"]
+        print(sorted(m for m in heavy if m in sys.modules))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_missing_library_is_listed_with_reason_and_only_its_scheme_fails() -> None:
