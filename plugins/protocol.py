@@ -148,6 +148,17 @@ class Sink:
             n += self._file.write(view[n:])  # type: ignore[arg-type]
         self.offset += len(view)
 
+    def fileno(self) -> int:
+        """The file's descriptor, for a protocol that writes ranges with ``os.pwrite``."""
+        return self._file.fileno()
+
+    def absorb(self, data: bytes | bytearray | memoryview) -> None:
+        """Account for bytes already written at ``offset`` (with ``os.pwrite`` on
+        :meth:`fileno`): hash them and move ``offset`` and the file position past them."""
+        self._hash.update(data)
+        self.offset += len(data)
+        self._file.seek(self.offset)
+
     def reset(self) -> None:
         """Start over from byte 0 (a protocol that could not resume)."""
         self._file.seek(0)

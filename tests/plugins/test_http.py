@@ -25,7 +25,7 @@ from ferry.plugins.errors import (
     TransientError,
 )
 from ferry.plugins.http import MAX_RESUMES, HttpProtocol
-from ferry.plugins.protocol import Capability, Sink
+from ferry.plugins.protocol import Capability, ProtocolContext, Sink
 from ferry.plugins.registry import Registry
 from ferry.plugins.testing import ConformanceEndpoint, ProtocolConformance
 from ferry.plugins.url import parse_url
@@ -324,17 +324,27 @@ def test_credentials_are_sent_and_never_shown(
     secret_free(info2.value, SECRET)
 
 
-def test_httpx_request_log_masks_signed_query(
+@pytest.mark.parametrize(
+    ("client", "logger", "level"),
+    [("auto", "ferry.plugins.http", logging.DEBUG), ("httpx", "httpx", logging.INFO)],
+)
+def test_request_log_masks_signed_query(
     fault_server: FaultServer,
-    http: HttpProtocol,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    client: str,
+    logger: str,
+    level: int,
 ) -> None:
     fault_server.add("/signed", b"abc")
     url = f"{fault_server.url}/signed?X-Amz-Signature=deadbeef42&x=1"
-    with caplog.at_level(logging.INFO, logger="httpx"):
-        assert download(http, url, tmp_path / "out").sha256 == sha(b"abc")
-    logged = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    proto = HttpProtocol(ProtocolContext(settings={"http.client": client}))
+    try:
+        with caplog.at_level(level, logger=logger):
+            assert download(proto, url, tmp_path / "out").sha256 == sha(b"abc")
+    finally:
+        proto.close()
+    logged = [r.getMessage() for r in caplog.records if r.name == logger]
     assert logged and all("deadbeef42" not in m for m in logged)
     assert any("/signed?" in m for m in logged)
 
