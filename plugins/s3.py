@@ -26,14 +26,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import sys
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._s3http import LeanS3, S3ResponseError, Target, finish, read_into
 from .errors import (
     AuthError,
     ConfigError,
@@ -58,7 +60,7 @@ from .url import URL, parse_url, redact
 if TYPE_CHECKING:
     from botocore.client import BaseClient
 
-__all__ = ["S3Protocol", "S3Settings", "map_botocore_exceptions"]
+__all__ = ["S3Protocol", "S3Settings", "map_botocore_exceptions", "map_s3_exceptions"]
 
 MiB = 1 << 20
 #: S3's limits: parts are 5 MiB..5 GiB, at most 10,000 of them; copy_object up to 5 GiB
@@ -283,66 +285,240 @@ def _client_error(exc: Any, url: URL, op: str, hide: tuple[str, ...]) -> Transfe
 
 
 @contextlib.contextmanager
-def map_botocore_exceptions(
-    url: URL, op: str = "GET", hide: tuple[str, ...] = ()
-) -> Iterator[None]:
-    """Turn botocore/urllib3 exceptions into the ferry error tree.
+def map_s3_exceptions(url: URL, op: str = "GET", hide: tuple[str, ...] = ()) -> Iterator[None]:
+    """Turn S3 error responses, botocore and urllib3 exceptions into the ferry error tree.
 
     Messages are one line naming the redacted URL and the cause; ``hide``
     lists values (keys, tokens) masked out of any text that came from a library.
+    botocore's exceptions are looked at only when botocore was imported.
     """
-    from botocore import exceptions as bx
-
     try:
         yield
     except TransferError:
         raise
-    except bx.ClientError as exc:
+    except S3ResponseError as exc:
         raise _client_error(exc, url, op, hide) from exc
     except Exception as exc:
-        where = f"{op} {url}"
-        cause = _scrub(str(exc) or type(exc).__name__, hide)
-        kw: dict[str, Any] = {"url": str(url), "plugin": "s3"}
-        if isinstance(exc, bx.SSLError):
-            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise PermanentError(f"{where}: TLS certificate rejected: {cause}", **kw) from exc
-            raise ConnectError(f"{where}: TLS handshake failed: {cause}", **kw) from exc
-        if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError)):
-            raise ConnectError(f"{where}: cannot connect: {cause}", **kw) from exc
-        if isinstance(exc, bx.ReadTimeoutError):
-            raise TransferTimeout(f"{where}: timed out: {cause}", **kw) from exc
-        if isinstance(
-            exc, (bx.IncompleteReadError, bx.ResponseStreamingError, bx.ConnectionClosedError)
-        ):
-            raise IncompleteTransfer(f"{where}: connection lost: {cause}", **kw) from exc
-        if isinstance(
-            exc,
-            (
-                bx.NoCredentialsError,
-                bx.PartialCredentialsError,
-                bx.CredentialRetrievalError,
-                bx.ProfileNotFound,
-            ),
-        ):
-            raise AuthError(f"{where}: no usable S3 credentials: {cause}", **kw) from exc
-        if isinstance(exc, bx.HTTPClientError):
-            raise TransientError(f"{where}: {cause}", **kw) from exc
-        if isinstance(exc, (bx.BotoCoreError, ValueError)):
-            raise PermanentError(f"{where}: {cause}", **kw) from exc
-        if _is_stream_error(exc):
-            raise IncompleteTransfer(f"{where}: connection lost: {cause}", **kw) from exc
-        raise
+        mapped = _map_exception(exc, url, op, hide)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+#: the old name (botocore's exceptions are one of the kinds mapped)
+map_botocore_exceptions = map_s3_exceptions
+
+
+def _map_exception(
+    exc: BaseException, url: URL, op: str, hide: tuple[str, ...]
+) -> TransferError | None:
+    where = f"{op} {url}"
+    kw: dict[str, Any] = {"url": str(url), "plugin": "s3"}
+    if "botocore.exceptions" in sys.modules:
+        from botocore import exceptions as bx
+
+        if isinstance(exc, bx.ClientError):
+            return _client_error(exc, url, op, hide)
+        if isinstance(exc, bx.BotoCoreError):
+            cause = _scrub(str(exc) or type(exc).__name__, hide)
+            if isinstance(exc, bx.SSLError):
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                    return PermanentError(f"{where}: TLS certificate rejected: {cause}", **kw)
+                return ConnectError(f"{where}: TLS handshake failed: {cause}", **kw)
+            if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError)):
+                return ConnectError(f"{where}: cannot connect: {cause}", **kw)
+            if isinstance(exc, bx.ReadTimeoutError):
+                return TransferTimeout(f"{where}: timed out: {cause}", **kw)
+            if isinstance(
+                exc, (bx.IncompleteReadError, bx.ResponseStreamingError, bx.ConnectionClosedError)
+            ):
+                return IncompleteTransfer(f"{where}: connection lost: {cause}", **kw)
+            if isinstance(
+                exc,
+                (
+                    bx.NoCredentialsError,
+                    bx.PartialCredentialsError,
+                    bx.CredentialRetrievalError,
+                    bx.ProfileNotFound,
+                ),
+            ):
+                return AuthError(f"{where}: no usable S3 credentials: {cause}", **kw)
+            if isinstance(exc, bx.HTTPClientError):
+                return TransientError(f"{where}: {cause}", **kw)
+            return PermanentError(f"{where}: {cause}", **kw)
+    import urllib3.exceptions as ux
+
+    if isinstance(exc, ux.MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
+    cause = _scrub(str(exc) or type(exc).__name__, hide)
+    if isinstance(exc, ux.SSLError):
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return PermanentError(f"{where}: TLS certificate rejected: {cause}", **kw)
+        return ConnectError(f"{where}: TLS handshake failed: {cause}", **kw)
+    if isinstance(exc, (ux.NewConnectionError, ux.ConnectTimeoutError, ConnectionRefusedError)):
+        return ConnectError(f"{where}: cannot connect: {cause}", **kw)
+    if isinstance(exc, (ux.ReadTimeoutError, TimeoutError)):
+        return TransferTimeout(f"{where}: timed out: {cause}", **kw)
+    if _is_stream_error(exc):
+        return IncompleteTransfer(f"{where}: connection lost: {cause}", **kw)
+    if isinstance(exc, ValueError):
+        return PermanentError(f"{where}: {cause}", **kw)
+    return None
 
 
 def _is_stream_error(exc: BaseException) -> bool:
     """urllib3 errors that can escape a body read, and socket errors."""
+    import http.client
+
     import urllib3.exceptions as ux
 
-    return isinstance(exc, (ux.HTTPError, ConnectionError, TimeoutError))
+    return isinstance(exc, (ux.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError))
+
+
+def _is_client_error(exc: BaseException) -> bool:
+    """An error response from S3 (ours or botocore's ClientError)."""
+    if isinstance(exc, S3ResponseError):
+        return True
+    if "botocore.exceptions" in sys.modules:
+        from botocore.exceptions import ClientError
+
+        return isinstance(exc, ClientError)
+    return False
 
 
 def _code(exc: BaseException) -> str:
     return _client_error_parts(exc)[0]
+
+
+def _status(exc: BaseException) -> int:
+    return _client_error_parts(exc)[1]
+
+
+# -- the hot operations: the lean path, or botocore ---------------------------------
+
+
+class _Hot:
+    """GetObject, PutObject and HeadObject, the operations every file pays for.
+
+    ``get`` returns the response headers (lowercase names) and the urllib3
+    response whose body the caller reads (:func:`read_into`) and finishes.
+    """
+
+    def get(
+        self, bucket: str, key: str, range_: str | None = None, if_match: str | None = None
+    ) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def put(self, bucket: str, key: str, body: bytes, sha256: str) -> None:
+        raise NotImplementedError
+
+    def head(self, bucket: str, key: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _LeanHot(_Hot):
+    """Requests signed here and sent over a shared urllib3 pool (see ``_s3http``)."""
+
+    def __init__(self, lean: LeanS3) -> None:
+        self.lean = lean
+
+    def get(
+        self, bucket: str, key: str, range_: str | None = None, if_match: str | None = None
+    ) -> tuple[Any, Any]:
+        headers = {}
+        if range_:
+            headers["Range"] = range_
+        if if_match:
+            headers["If-Match"] = if_match
+        resp = self.lean.request("GetObject", "GET", bucket, key, headers=headers, stream=True)
+        return resp.headers, resp
+
+    def put(self, bucket: str, key: str, body: bytes, sha256: str) -> None:
+        self.lean.request(
+            "PutObject", "PUT", bucket, key, headers={"x-amz-meta-sha256": sha256}, body=body
+        )
+
+    def head(self, bucket: str, key: str) -> dict[str, Any]:
+        resp = self.lean.request("HeadObject", "HEAD", bucket, key)
+        return _head_from_headers(resp.headers)
+
+
+class _BotoHot(_Hot):
+    """The same operations through botocore (proxies, AWS itself: its redirects)."""
+
+    def __init__(self, client: BaseClient) -> None:
+        self.client = client
+
+    def get(
+        self, bucket: str, key: str, range_: str | None = None, if_match: str | None = None
+    ) -> tuple[Any, Any]:
+        kw: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if range_:
+            kw["Range"] = range_
+        if if_match:
+            kw["IfMatch"] = if_match
+        resp = self.client.get_object(**kw)
+        return resp["ResponseMetadata"]["HTTPHeaders"], resp["Body"]._raw_stream
+
+    def put(self, bucket: str, key: str, body: bytes, sha256: str) -> None:
+        self.client.put_object(Bucket=bucket, Key=key, Body=body, Metadata={META_SHA256: sha256})
+
+    def head(self, bucket: str, key: str) -> dict[str, Any]:
+        head: dict[str, Any] = self.client.head_object(Bucket=bucket, Key=key)
+        return head
+
+
+def _head_from_headers(headers: Any) -> dict[str, Any]:
+    """A HEAD's headers in botocore's ``head_object`` shape (the keys used here)."""
+    head: dict[str, Any] = {
+        "ContentLength": int(headers.get("content-length") or 0),
+        "ETag": headers.get("etag"),
+        "ContentType": headers.get("content-type"),
+        "Metadata": {
+            k.lower()[len("x-amz-meta-") :]: v
+            for k, v in headers.items()
+            if k.lower().startswith("x-amz-meta-")
+        },
+    }
+    modified = headers.get("last-modified")
+    if modified:
+        from email.utils import parsedate_to_datetime
+
+        with contextlib.suppress(TypeError, ValueError):
+            head["LastModified"] = parsedate_to_datetime(modified)
+    return head
+
+
+def _sha_from_headers(headers: Any) -> str | None:
+    value = headers.get("x-amz-meta-sha256")
+    if not value:
+        return None
+    value = value.strip().lower().removeprefix("sha256:")
+    return value or None
+
+
+_AWS_HOSTS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
+_DNS_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _proxied(scheme: str, host: str) -> bool:
+    """Whether the environment routes ``host`` through a proxy (botocore honours that)."""
+    names = ("HTTPS_PROXY", "https_proxy") if scheme == "https" else ("HTTP_PROXY", "http_proxy")
+    if not any(os.environ.get(n) for n in (*names, "ALL_PROXY", "all_proxy")):
+        return False
+    from urllib.request import proxy_bypass_environment
+
+    return not proxy_bypass_environment(host)
+
+
+def _aws_config_exists() -> bool:
+    path = _env("AWS_CONFIG_FILE") or "~/.aws/config"
+    return os.path.exists(os.path.expanduser(path))
 
 
 # -- the protocol --------------------------------------------------------------------
@@ -356,17 +532,16 @@ class S3Protocol(Protocol):
 
     def __init__(self, context: ProtocolContext | None = None) -> None:
         super().__init__(context)
-        import botocore.session
-        from botocore.config import Config
-
-        self._botocore_session = botocore.session
-        self._Config = Config
         self.settings = S3Settings.from_context(self.context)
         self._lock = threading.Lock()
         self._sessions: dict[str | None, Any] = {}
         self._clients: dict[tuple[Any, ...], BaseClient] = {}
         self._sites: dict[tuple[str, str | None, str], _Site] = {}
         self._buckets: set[tuple[tuple[Any, ...], str]] = set()  # known to exist
+        self._hot: dict[tuple[Any, ...], _Hot] = {}
+        self._pools: dict[Any, Any] = {}  # urllib3 PoolManagers by TLS setting
+        #: S3 operations sent, by name (both request paths; the tests read it)
+        self.requests: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         return f"S3Protocol(concurrency={self.context.concurrency}, clients={len(self._clients)})"
@@ -377,6 +552,14 @@ class S3Protocol(Protocol):
                 with contextlib.suppress(Exception):
                     client.close()
             self._clients.clear()
+            self._hot.clear()
+            for pool in self._pools.values():
+                with contextlib.suppress(Exception):
+                    pool.clear()
+            self._pools.clear()
+
+    def _count(self, op: str) -> None:
+        self.requests[op] += 1
 
     # -- sites and clients ---------------------------------------------------------
 
@@ -425,17 +608,25 @@ class S3Protocol(Protocol):
                 self._clients[site.key] = client
         return client
 
-    def _make_client(self, site: _Site) -> BaseClient:
-        session = self._sessions.get(site.profile)
+    def _session(self, profile: str | None) -> Any:
+        session = self._sessions.get(profile)
         if session is None:
-            session = self._botocore_session.Session(profile=site.profile)
-            self._sessions[site.profile] = session
+            import botocore.session
+
+            session = botocore.session.Session(profile=profile)
+            self._sessions[profile] = session
+        return session
+
+    def _make_client(self, site: _Site) -> BaseClient:
+        from botocore.config import Config
+
+        session = self._session(site.profile)
         s = self.settings
         pool = max(10, self.context.concurrency * max(s.upload_parallel, s.download_streams) + 4)
         s3conf: dict[str, Any] = {"payload_signing_enabled": s.payload_signing}
         if site.addressing_style:
             s3conf["addressing_style"] = site.addressing_style
-        config = self._Config(
+        config = Config(
             signature_version="s3v4",
             s3=s3conf,
             max_pool_connections=pool,
@@ -462,15 +653,193 @@ class S3Protocol(Protocol):
             )
         if site.verify is not None:
             kwargs["verify"] = site.verify
-        return session.create_client("s3", **kwargs)
+        client = session.create_client("s3", **kwargs)
+        client.meta.events.register("before-call.s3", lambda model, **_: self._count(model.name))
+        return client
 
     def _open(self, url: URL) -> tuple[_Site, BaseClient, str, str]:
         url = parse_url(url)
         bucket, key = split_bucket_key(url)
         site = self.site(url)
-        with map_botocore_exceptions(url, "connect to", site.secrets()):
+        with map_s3_exceptions(url, "connect to", site.secrets()):
             client = self.client(site)
         return site, client, bucket, key
+
+    def _open_hot(self, url: URL) -> tuple[_Site, _Hot, str, str]:
+        """Like :meth:`_open`, with the request path of the hot operations."""
+        url = parse_url(url)
+        bucket, key = split_bucket_key(url)
+        site = self.site(url)
+        hot = self._hot.get(site.key)
+        if hot is None:
+            with map_s3_exceptions(url, "connect to", site.secrets()), self._lock:
+                hot = self._hot.get(site.key)
+                if hot is None:
+                    hot = self._hot[site.key] = self._make_hot(site)
+        return site, hot, bucket, key
+
+    def _make_hot(self, site: _Site) -> _Hot:
+        """The lean path where it is exact, else botocore (called under the lock).
+
+        Lean when the site's requests can be addressed and signed here exactly
+        as botocore would: an endpoint that is not AWS itself (whose
+        cross-region redirects botocore follows), no proxy in the way. botocore
+        is not even imported when the credentials file gives the endpoint and
+        the keys (or ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` do and no
+        profile is named) and the region and TLS settings need no AWS config
+        file; otherwise botocore's session supplies what is missing (profiles,
+        ``~/.aws/config``, role credentials), and without an endpoint in the
+        file botocore's client works out the address of each bucket once.
+        """
+        from urllib.parse import urlsplit
+
+        if site.addressing_style == "auto" or not site.endpoint:
+            return self._hot_from_client(site)
+        parts = urlsplit(site.endpoint)
+        scheme = (parts.scheme or "https").lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            return _BotoHot(self._client_locked(site))
+        if _proxied(scheme, parts.hostname):
+            return _BotoHot(self._client_locked(site))
+        keys = self._static_keys(site)
+        config_file = _aws_config_exists()
+        region = site.region or _env("AWS_DEFAULT_REGION")
+        if region is None and config_file:
+            region = self._session(site.profile).get_config_variable("region")
+        region = region or "us-east-1"
+        verify: bool | str | None = site.verify
+        if verify is None and scheme == "https":
+            verify = _env("AWS_CA_BUNDLE")
+            if verify is None and config_file:
+                verify = self._session(site.profile).get_config_variable("ca_bundle")
+        keys_fn = (lambda: keys) if keys else self._session_keys(site)
+        style = site.addressing_style or "path"
+        prefix = (parts.path or "").rstrip("/")
+        port = parts.port
+        host = parts.hostname if port is None else f"{parts.hostname}:{port}"
+        if ":" in parts.hostname:  # IPv6
+            host = f"[{parts.hostname}]" if port is None else f"[{parts.hostname}]:{port}"
+
+        def target(bucket: str) -> Target:
+            if style == "virtual" and _DNS_BUCKET.fullmatch(bucket) and "--" not in bucket:
+                return Target(
+                    scheme,
+                    f"{bucket}.{parts.hostname}",
+                    port,
+                    f"{bucket}.{host}",
+                    f"{prefix}/",
+                    region,
+                )
+            return Target(scheme, parts.hostname or "", port, host, f"{prefix}/{bucket}/", region)
+
+        return self._lean_hot(keys_fn, verify, target, site)
+
+    def _static_keys(self, site: _Site) -> tuple[str, str, str | None] | None:
+        """Keys known without botocore: the file's, else the environment's (as botocore)."""
+        if site.access_key and site.secret_key:
+            return (site.access_key, site.secret_key, site.session_token)
+        if site.profile is None:  # a profile named in the file outranks the environment
+            access, secret = _env("AWS_ACCESS_KEY_ID"), _env("AWS_SECRET_ACCESS_KEY")
+            if access and secret:
+                token = _env("AWS_SESSION_TOKEN") or _env("AWS_SECURITY_TOKEN")
+                return (access, secret, token)
+        return None
+
+    def _session_keys(self, site: _Site) -> Callable[[], tuple[str, str, str | None]]:
+        """botocore's credential chain (profiles, SSO, container and instance roles)."""
+        from botocore.exceptions import NoCredentialsError
+
+        credentials = self._session(site.profile).get_credentials()
+        if credentials is None:
+            raise NoCredentialsError()
+
+        def keys() -> tuple[str, str, str | None]:
+            frozen = credentials.get_frozen_credentials()
+            return (frozen.access_key, frozen.secret_key, frozen.token)
+
+        return keys
+
+    def _client_locked(self, site: _Site) -> BaseClient:
+        client = self._clients.get(site.key)
+        if client is None:
+            client = self._clients[site.key] = self._make_client(site)
+        return client
+
+    def _hot_from_client(self, site: _Site) -> _Hot:
+        """No endpoint in the file: botocore's client knows where each bucket lives."""
+        from urllib.parse import parse_qs, urlsplit
+
+        client = self._client_locked(site)
+        endpoint = urlsplit(client.meta.endpoint_url)
+        host = (endpoint.hostname or "").lower()
+        if host.endswith(_AWS_HOSTS) or _proxied(endpoint.scheme, host):
+            return _BotoHot(client)
+        keys = self._static_keys(site)
+        keys_fn = (lambda: keys) if keys else self._session_keys(site)
+        verify = site.verify
+        if verify is None and endpoint.scheme == "https":
+            verify = _env("AWS_CA_BUNDLE") or self._session(site.profile).get_config_variable(
+                "ca_bundle"
+            )
+        probe = "ferry-probe"
+
+        def target(bucket: str) -> Target:
+            url = client.generate_presigned_url(
+                "head_object", Params={"Bucket": bucket, "Key": probe}, ExpiresIn=60
+            )
+            parts = urlsplit(url)
+            scope = parse_qs(parts.query).get("X-Amz-Credential", [""])[0].split("/")
+            if not parts.path.endswith("/" + probe) or len(scope) < 4 or scope[3] != "s3":
+                raise ConfigError(f"cannot address bucket {bucket} at {client.meta.endpoint_url}")
+            return Target(
+                parts.scheme,
+                parts.hostname or "",
+                parts.port,
+                parts.netloc.rpartition("@")[2],
+                parts.path[: -len(probe)],
+                scope[2],
+            )
+
+        return self._lean_hot(keys_fn, verify, target, site)
+
+    def _lean_hot(
+        self,
+        keys: Callable[[], tuple[str, str, str | None]],
+        verify: bool | str | None,
+        target: Callable[[str], Target],
+        site: _Site,
+    ) -> _Hot:
+        import urllib3
+
+        if verify is None or verify is True:
+            try:
+                import certifi
+
+                verify = certifi.where()
+            except ImportError:
+                verify = None
+        pool = self._pools.get(verify)
+        if pool is None:
+            s = self.settings
+            size = max(
+                10, self.context.concurrency * max(s.upload_parallel, s.download_streams) + 4
+            )
+            kw: dict[str, Any] = {"num_pools": 64, "maxsize": size, "block": False}
+            if verify is False:
+                kw["cert_reqs"] = "CERT_NONE"
+                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            elif isinstance(verify, str):
+                kw["ca_certs"] = verify
+            pool = self._pools[verify] = urllib3.PoolManager(headers={"User-Agent": "ferry"}, **kw)
+        lean = LeanS3(
+            pool,
+            keys,
+            target,
+            timeout=self.context.timeout,
+            payload_signing=self.settings.payload_signing,
+            on_request=self._count,
+        )
+        return _LeanHot(lean)
 
     def _need_key(self, url: URL, key: str) -> None:
         if not key or key.endswith("/"):
@@ -484,7 +853,7 @@ class S3Protocol(Protocol):
             return
         from botocore.exceptions import ClientError
 
-        with map_botocore_exceptions(url, "create bucket", site.secrets()):
+        with map_s3_exceptions(url, "create bucket", site.secrets()):
             try:
                 client.head_bucket(Bucket=bucket)
             except ClientError as exc:
@@ -505,43 +874,53 @@ class S3Protocol(Protocol):
     # -- get -----------------------------------------------------------------------------
 
     def get(self, url: URL, sink: Sink, progress: Callable[[int], None] | None = None) -> None:
-        from botocore.exceptions import ClientError
-
-        site, client, bucket, key = self._open(url)
+        site, hot, bucket, key = self._open_hot(url)
         self._need_key(url, key)
         hide = site.secrets()
         step = self.settings.download_part_size
-        with map_botocore_exceptions(url, "GET", hide):
+        with map_s3_exceptions(url, "GET", hide):
             start = sink.offset
             try:
-                resp = client.get_object(
-                    Bucket=bucket, Key=key, Range=f"bytes={start}-{start + step - 1}"
-                )
-            except ClientError as exc:
-                if _code(exc) != "InvalidRange" and _client_error_parts(exc)[1] != 416:
+                headers, resp = hot.get(bucket, key, f"bytes={start}-{start + step - 1}")
+            except Exception as exc:
+                if not _is_client_error(exc) or (
+                    _code(exc) != "InvalidRange" and _status(exc) != 416
+                ):
                     raise
                 # an empty object (no range of it exists), or a sink longer than the object
                 if start:
                     sink.reset()
                 start = 0
-                resp = client.get_object(Bucket=bucket, Key=key)
-            length = int(resp.get("ContentLength") or 0)
-            total = _total_from_range(resp.get("ContentRange"))
-            if total is None:  # a 200: the whole object
-                if start:
-                    sink.reset()
-                    start = 0
-                total = length
-            sink.set_size(total)
-            expected = _meta_sha256(resp)
-            body = resp["Body"]
-            if start + length >= total:
-                _drain(body, length, sink, progress, url)
-            else:
-                _preallocate(sink.path, total)
-                self._ranged_rest(
-                    client, bucket, key, url, resp, start + length, total, sink, progress
-                )
+                headers, resp = hot.get(bucket, key)
+            try:
+                length = int(headers.get("content-length") or 0)
+                total = _total_from_range(headers.get("content-range"))
+                if total is None:  # a 200: the whole object
+                    if start:
+                        sink.reset()
+                        start = 0
+                    total = length
+                sink.set_size(total)
+                expected = _sha_from_headers(headers)
+                if start + length >= total:
+                    _drain(resp, length, sink, progress, url)
+                else:
+                    _preallocate(sink.path, total)
+                    self._ranged_rest(
+                        hot,
+                        bucket,
+                        key,
+                        url,
+                        headers,
+                        resp,
+                        length,
+                        start + length,
+                        total,
+                        sink,
+                        progress,
+                    )
+            finally:
+                finish(resp)
         if expected and sink.sha256 != expected:
             raise IntegrityError(
                 f"GET {url}: sha256 {sink.sha256} does not match the {expected} stored with"
@@ -554,43 +933,42 @@ class S3Protocol(Protocol):
 
     def _ranged_rest(
         self,
-        client: BaseClient,
+        hot: _Hot,
         bucket: str,
         key: str,
         url: URL,
-        first: dict[str, Any],
+        first_headers: Any,
+        first: Any,
+        first_length: int,
         offset: int,
         total: int,
         sink: Sink,
         progress: Callable[[int], None] | None,
     ) -> None:
-        """Fetch ``offset..total`` in parallel ranges while the first body drains in order.
+        """Fetch ``offset..total`` in parallel ranges while the first body streams in.
 
-        Each range is read straight into a reused buffer (no per-chunk bytes
-        objects); the calling thread writes the buffers into the sink in
-        order, so the sink's sha256 stays one pass. At most
-        ``download_streams - 1`` ranges wait in memory besides the first body.
+        The sink pumps one stream (:class:`_RangeStream`): the first body read
+        straight from its socket, then the ranges, each fetched ahead into a
+        reused buffer by ``download_streams - 1`` threads. The sink hashes on a
+        second thread while this one writes (``Sink.copy_from``), so the
+        sha256 is one pass in order and memory stays bounded.
         """
         step = self.settings.download_part_size
-        etag = first.get("ETag")
+        etag = first_headers.get("etag")
         ranges = deque((lo, min(lo + step, total) - 1) for lo in range(offset, total, step))
         window = max(1, self.settings.download_streams - 1)
-        free: deque[bytearray] = deque()
-        pending: deque[tuple[bytearray, Future[int]]] = deque()
 
         def fetch(lo: int, hi: int, buf: bytearray) -> int:
-            from botocore import exceptions as bx
-
-            kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes={lo}-{hi}"}
-            if etag:
-                kw["IfMatch"] = etag
             want = hi - lo + 1
             for attempt in range(RANGE_TRIES):
                 try:
-                    resp = client.get_object(**kw)
-                    got = _read_body_into(resp["Body"], memoryview(buf)[:want])
-                except (bx.IncompleteReadError, bx.ResponseStreamingError, bx.ReadTimeoutError):
-                    if attempt + 1 >= RANGE_TRIES:
+                    _, resp = hot.get(bucket, key, f"bytes={lo}-{hi}", etag)
+                    try:
+                        got = read_into(resp, memoryview(buf)[:want])
+                    finally:
+                        finish(resp)
+                except Exception as exc:
+                    if not _is_body_error(exc) or attempt + 1 >= RANGE_TRIES:
                         raise
                     continue
                 if got == want:
@@ -601,68 +979,58 @@ class S3Protocol(Protocol):
                 plugin="s3",
             )
 
-        def submit() -> None:
-            lo, hi = ranges.popleft()
-            buf = free.popleft() if free else bytearray(step)
-            pending.append((buf, pool.submit(fetch, lo, hi, buf)))
-
         with ThreadPoolExecutor(window, thread_name_prefix="ferry-s3-get") as pool:
+            stream = _RangeStream(first, first_length, ranges, window, step, pool, fetch)
             try:
-                while ranges and len(pending) < window:
-                    submit()
-                _drain(first["Body"], int(first.get("ContentLength") or 0), sink, progress, url)
-                while pending:
-                    buf, fut = pending.popleft()
-                    n = fut.result()
-                    sink.write(memoryview(buf)[:n])
-                    free.append(buf)
-                    if ranges:
-                        submit()
-                    if progress is not None:
-                        progress(n)
-            except BaseException:
-                for _, fut in pending:
-                    fut.cancel()
-                raise
+                sink.copy_from(stream, progress, size=total - sink.offset)
+                if sink.offset != total:
+                    raise IncompleteTransfer(
+                        f"GET {url}: body ended at byte {sink.offset} of {total}",
+                        url=str(url),
+                        plugin="s3",
+                    )
+            finally:
+                stream.cancel()
 
     # -- put -----------------------------------------------------------------------------
 
     def put(self, source: Source, url: URL, progress: Callable[[int], None] | None = None) -> None:
-        site, client, bucket, key = self._open(url)
-        self._need_key(url, key)
         if source.size > self.settings.multipart_threshold:
+            site, client, bucket, key = self._open(url)
+            self._need_key(url, key)
             self._put_multipart(site, client, bucket, key, source, url, progress)
             return
+        site, hot, bucket, key = self._open_hot(url)
+        self._need_key(url, key)
         with map_os_exceptions(f"file://{source.path}", "read"):
             with source.reader() as reader:
                 data = reader.read()
         sha = source.verify()  # put_object is the commit: check before it
-        with map_botocore_exceptions(url, "PUT", site.secrets()):
-            self._with_bucket(
-                site,
-                client,
-                url,
-                bucket,
-                lambda: client.put_object(
-                    Bucket=bucket, Key=key, Body=data, Metadata={META_SHA256: sha}
-                ),
-            )
+        with map_s3_exceptions(url, "PUT", site.secrets()):
+            self._with_bucket(site, None, url, bucket, lambda: hot.put(bucket, key, data, sha))
         if progress is not None:
             progress(len(data))
 
     def _with_bucket(
-        self, site: _Site, client: BaseClient, url: URL, bucket: str, call: Callable[[], Any]
+        self,
+        site: _Site,
+        client: BaseClient | None,
+        url: URL,
+        bucket: str,
+        call: Callable[[], Any],
     ) -> Any:
         """``call()``; on NoSuchBucket create the bucket (if allowed) and call again."""
-        from botocore.exceptions import ClientError
-
         try:
             return call()
-        except ClientError as exc:
-            if _code(exc) != "NoSuchBucket" or not self.settings.create_bucket:
+        except Exception as exc:
+            if (
+                not _is_client_error(exc)
+                or _code(exc) != "NoSuchBucket"
+                or not self.settings.create_bucket
+            ):
                 raise
         self._buckets.discard((site.key, bucket))
-        self._ensure_bucket(site, client, url, bucket)
+        self._ensure_bucket(site, client or self.client(site), url, bucket)
         return call()
 
     def _put_multipart(
@@ -685,7 +1053,7 @@ class S3Protocol(Protocol):
         if not expected:
             with map_os_exceptions(f"file://{source.path}", "read"):
                 prehashed = expected = _hash_file(source.path)
-        with map_botocore_exceptions(url, "PUT", hide):
+        with map_s3_exceptions(url, "PUT", hide):
             upload_id = self._with_bucket(
                 site,
                 client,
@@ -782,8 +1150,9 @@ class S3Protocol(Protocol):
                 plugin="s3",
             )
         hide = ssite.secrets()
-        with map_botocore_exceptions(src, "HEAD", hide):
-            head = client.head_object(Bucket=sbucket, Key=skey)
+        _, hot, _, _ = self._open_hot(src)
+        with map_s3_exceptions(src, "HEAD", hide):
+            head = hot.head(sbucket, skey)
         size = int(head.get("ContentLength") or 0)
         sha = _meta_sha256(head)
         if expected_sha256:
@@ -804,7 +1173,7 @@ class S3Protocol(Protocol):
                     plugin="s3",
                 )
         if (sbucket, skey) != (dbucket, dkey):
-            with map_botocore_exceptions(dst, "COPY", hide):
+            with map_s3_exceptions(dst, "COPY", hide):
                 if size <= MAX_COPY:
                     self._with_bucket(
                         dsite,
@@ -880,30 +1249,30 @@ class S3Protocol(Protocol):
             raise
 
     def stat(self, url: URL) -> Stat:
-        from botocore.exceptions import ClientError
-
-        site, client, bucket, key = self._open(url)
+        site, hot, bucket, key = self._open_hot(url)
         hide = site.secrets()
         if not key:
-            with map_botocore_exceptions(url, "HEAD", hide):
+            _, client, _, _ = self._open(url)
+            with map_s3_exceptions(url, "HEAD", hide):
                 client.head_bucket(Bucket=bucket)
             return Stat(is_dir=True)
-        with map_botocore_exceptions(url, "HEAD", hide):
+        with map_s3_exceptions(url, "HEAD", hide):
             if not key.endswith("/"):
                 try:
-                    head = client.head_object(Bucket=bucket, Key=key)
+                    head = hot.head(bucket, key)
                     sha = _meta_sha256(head)
                     return Stat(
                         size=int(head.get("ContentLength") or 0),
                         mtime=_mtime(head),
                         checksums={"sha256": sha} if sha else {},
                     )
-                except ClientError as exc:
-                    if _client_error_parts(exc)[1] != 404:
+                except Exception as exc:
+                    if not _is_client_error(exc) or _status(exc) != 404:
                         raise
                     not_found = exc
             else:
                 not_found = None
+            _, client, _, _ = self._open(url)
             listing = client.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1)
             if listing.get("KeyCount") or listing.get("Contents"):
                 return Stat(is_dir=True)
@@ -912,10 +1281,10 @@ class S3Protocol(Protocol):
             raise NotFound(f"HEAD {url}: no object under this prefix", url=str(url), plugin="s3")
 
     def checksum(self, url: URL) -> str | None:
-        site, client, bucket, key = self._open(url)
+        site, hot, bucket, key = self._open_hot(url)
         self._need_key(url, key)
-        with map_botocore_exceptions(url, "HEAD", site.secrets()):
-            head = client.head_object(Bucket=bucket, Key=key)
+        with map_s3_exceptions(url, "HEAD", site.secrets()):
+            head = hot.head(bucket, key)
         return _meta_sha256(head)
 
     def mkdir(self, url: URL) -> None:
@@ -924,11 +1293,9 @@ class S3Protocol(Protocol):
         self._ensure_bucket(site, client, url, bucket)
 
     def remove(self, url: URL, recursive: bool = False) -> None:
-        from botocore.exceptions import ClientError
-
         site, client, bucket, key = self._open(url)
         hide = site.secrets()
-        with map_botocore_exceptions(url, "DELETE", hide):
+        with map_s3_exceptions(url, "DELETE", hide):
             try:
                 if key and not key.endswith("/"):
                     client.delete_object(Bucket=bucket, Key=key)
@@ -938,8 +1305,8 @@ class S3Protocol(Protocol):
                 if not key:
                     client.delete_bucket(Bucket=bucket)
                     self._buckets.discard((site.key, bucket))
-            except ClientError as exc:
-                if _code(exc) not in ("NoSuchBucket", "NoSuchKey"):
+            except Exception as exc:
+                if not _is_client_error(exc) or _code(exc) not in ("NoSuchBucket", "NoSuchKey"):
                     raise
 
     def _delete_prefix(
@@ -990,58 +1357,115 @@ def _mtime(response: dict[str, Any]) -> float | None:
     return when.timestamp() if when is not None else None
 
 
+_local = threading.local()
+#: bytes per read of a small body (a reused buffer per thread)
+_BUF = 256 << 10
+
+
 def _drain(
-    body: Any, length: int, sink: Sink, progress: Callable[[int], None] | None, url: URL
+    resp: Any, length: int, sink: Sink, progress: Callable[[int], None] | None, url: URL
 ) -> None:
-    """Copy a response body into the sink; botocore checks its Content-Length at EOF."""
+    """Copy a response body of ``length`` bytes into the sink through a reused buffer."""
+    buf: bytearray | None = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = bytearray(_BUF)
+    view = memoryview(buf)
     got = 0
-    while True:
-        chunk = body.read(1 << 20)
-        if not chunk:
+    while got < length:
+        n = read_into(resp, view[: min(_BUF, length - got)])
+        if not n:
             break
-        sink.write(chunk)
-        got += len(chunk)
+        sink.write(view[:n])
+        got += n
         if progress is not None:
-            progress(len(chunk))
+            progress(n)
     if got != length:
         raise IncompleteTransfer(
             f"GET {url}: body ended at byte {got} of {length}", url=str(url), plugin="s3"
         )
 
 
-def _read_body_into(body: Any, view: memoryview) -> int:
-    """Read a response body into ``view``; return the byte count (short at EOF).
+def _is_body_error(exc: BaseException) -> bool:
+    """A response body that broke off or stalled (worth fetching the range again)."""
+    if "botocore.exceptions" in sys.modules:
+        from botocore import exceptions as bx
 
-    Reads through the http.client response under botocore's StreamingBody and
-    urllib3's response (``readinto`` straight into the buffer, no copies), then
-    hands the connection back to the pool. Falls back to ``body.read()``.
+        if isinstance(
+            exc, (bx.IncompleteReadError, bx.ResponseStreamingError, bx.ReadTimeoutError)
+        ):
+            return True
+    return not _is_client_error(exc) and _is_stream_error(exc)
+
+
+class _RangeStream:
+    """One readable stream over a ranged download, for ``Sink.copy_from``.
+
+    The first response's body is read straight from its socket; the ranges
+    after it are fetched ahead by ``fetch`` on ``pool`` into reused buffers
+    (at most ``window`` buffers: the one being read and those in flight) and
+    copied out in order.
     """
-    raw = getattr(body, "_raw_stream", None)
-    fp = getattr(raw, "_fp", None)
-    if fp is None or not hasattr(fp, "readinto") or not hasattr(raw, "release_conn"):
-        n = 0
-        while n < len(view):
-            chunk = body.read(min(len(view) - n, 1 << 20))
-            if not chunk:
-                break
-            view[n : n + len(chunk)] = chunk
-            n += len(chunk)
-        return n
-    n = 0
-    try:
-        while n < len(view):
-            k = fp.readinto(view[n:])
-            if not k:
-                break
-            n += k
-    except BaseException:
-        raw.close()
-        raise
-    if fp.isclosed():  # the whole body was read: the connection can be reused
-        raw.release_conn()
-    else:
-        raw.close()
-    return n
+
+    def __init__(
+        self,
+        first: Any,
+        first_length: int,
+        ranges: deque[tuple[int, int]],
+        window: int,
+        step: int,
+        pool: ThreadPoolExecutor,
+        fetch: Callable[[int, int, bytearray], int],
+    ) -> None:
+        self._first = first
+        self._first_left = first_length
+        self._ranges = ranges
+        self._window = window
+        self._step = step
+        self._pool = pool
+        self._fetch = fetch
+        self._free: list[bytearray] = []
+        self._pending: deque[tuple[bytearray, Future[int]]] = deque()
+        self._cur: memoryview | None = None
+        self._cur_buf: bytearray | None = None
+        self._pos = 0
+        self._fill()
+
+    def _fill(self) -> None:
+        busy = len(self._pending) + (self._cur is not None)
+        while self._ranges and busy < self._window:
+            lo, hi = self._ranges.popleft()
+            buf = self._free.pop() if self._free else bytearray(self._step)
+            self._pending.append((buf, self._pool.submit(self._fetch, lo, hi, buf)))
+            busy += 1
+
+    def readinto(self, view: memoryview) -> int:
+        if self._first_left:
+            n = read_into(self._first, view[: min(len(view), self._first_left)])
+            if not n:
+                raise IncompleteTransfer(
+                    f"the first range ended {self._first_left} bytes short", plugin="s3"
+                )
+            self._first_left -= n
+            return n
+        if self._cur is None or self._pos >= len(self._cur):
+            if self._cur_buf is not None:
+                self._free.append(self._cur_buf)
+                self._cur = self._cur_buf = None
+                self._fill()
+            if not self._pending:
+                return 0
+            buf, fut = self._pending.popleft()
+            n = fut.result()
+            self._cur_buf, self._cur, self._pos = buf, memoryview(buf)[:n], 0
+            self._fill()
+        k = min(len(view), len(self._cur) - self._pos)
+        view[:k] = self._cur[self._pos : self._pos + k]
+        self._pos += k
+        return k
+
+    def cancel(self) -> None:
+        for _, fut in self._pending:
+            fut.cancel()
 
 
 _fallocate: Any = None

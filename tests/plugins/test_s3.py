@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -85,15 +84,9 @@ def get_bytes(proto: S3Protocol, url: str, tmp: Path) -> tuple[bytes, str]:
 
 
 def count_requests(proto: S3Protocol, url: str) -> Counter[str]:
-    """Count the S3 operations the protocol's shared client sends from now on."""
-    seen: Counter[str] = Counter()
-
-    def hook(model: Any, **_: Any) -> None:
-        seen[model.name] += 1
-
-    client = proto.client(proto.site(parse_url(url)))
-    client.meta.events.register("before-call.s3", hook)
-    return seen
+    """Count the S3 operations the protocol sends from now on (lean path and botocore)."""
+    proto.requests.clear()
+    return proto.requests
 
 
 def ferry(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
