@@ -1,4 +1,4 @@
-"""The lean request path of the s3 plugin: SigV4 by hand over one urllib3 pool.
+"""The lean request path of the s3 plugin: SigV4 by hand over pooled http.client.
 
 botocore costs ~3 ms of CPU per ``PutObject``/``GetObject`` on the reference
 machine (endpoint-ruleset resolution for every key, its generic serializer
@@ -6,8 +6,8 @@ and parser, hooks, User-Agent, retries) and 0.25 s to import and build a
 client. For the hot operations (GetObject, ranged GetObject, PutObject,
 HeadObject) the s3 plugin instead signs requests itself (:class:`Signer`, AWS
 Signature Version 4 with the signing key cached per day) and sends them over
-one shared :class:`urllib3.PoolManager` (keep-alive, a pool as large as the
-engine's concurrency). Where a request goes (scheme, host, path prefix,
+pooled keep-alive ``http.client`` connections (:class:`Pool`, as many idle
+ones kept as the engine's concurrency needs). Where a request goes (scheme, host, path prefix,
 signing region) and which keys sign it is decided once per site and bucket by
 the plugin (:class:`Target`); everything else (multipart, copies, listings,
 bucket management) stays on botocore.
@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import re
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -28,15 +30,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import urllib3
-
 __all__ = [
     "EMPTY_SHA256",
+    "ConnectFailed",
     "LeanS3",
+    "Pool",
+    "Response",
     "S3ResponseError",
     "Signer",
     "Target",
     "UNSIGNED",
+    "finish",
+    "read_into",
+    "ssl_context",
 ]
 
 UNSIGNED = "UNSIGNED-PAYLOAD"
@@ -152,8 +158,135 @@ class Target:
     region: str
 
 
+class ConnectFailed(Exception):
+    """Raised (from the cause) when a connection to the endpoint cannot be made."""
+
+
+class Pool:
+    """Idle keep-alive ``http.client`` connections to one ``scheme://host:port``.
+
+    Taking or returning a connection is a list pop/append under a lock, never
+    held during I/O. An idle socket that turned readable was closed by the
+    server and is dropped. ``http.client`` rather than urllib3: ~0.4 ms of CPU
+    per request instead of ~0.9 ms on the reference machine, and its
+    ``readinto`` fills the caller's buffer straight from the socket.
+    """
+
+    def __init__(
+        self, scheme: str, host: str, port: int | None, timeout: float, context: Any, size: int
+    ) -> None:
+        self.scheme, self.host, self.port = scheme, host, port
+        self.timeout = timeout
+        self.context = context
+        self.size = size
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        #: connections opened so far
+        self.opened = 0
+
+    def take(self) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection that still looks open, else a new one; and whether reused."""
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                break
+            if conn.sock is not None and not _readable(conn.sock):
+                return conn, True
+            conn.close()
+        if self.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.timeout, context=self.context
+            )
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.connect()
+        except (OSError, ValueError) as exc:
+            conn.close()
+            raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        with self._lock:
+            self.opened += 1
+        return conn, False
+
+    def give(self, conn: http.client.HTTPConnection) -> None:
+        if conn.sock is None:
+            return
+        with self._lock:
+            if len(self._idle) < self.size:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def _readable(sock: Any) -> bool:
+    """An idle keep-alive socket is readable only if the server closed it."""
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
+
+
+def ssl_context(verify: bool | str | None) -> Any:
+    """TLS settings: ``False`` skips certificate checks, a path is a CA bundle;
+    otherwise certifi's bundle (as botocore), else the system's."""
+    import ssl
+
+    if verify is False:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    try:
+        import certifi
+
+        return ssl.create_default_context(cafile=certifi.where())
+    except ImportError:
+        return ssl.create_default_context()
+
+
+class Response:
+    """A response whose headers were read: ``status``, ``headers`` (case-insensitive
+    ``get``), and the body to read with :func:`read_into` and then :func:`finish`."""
+
+    __slots__ = ("_fp", "conn", "headers", "pool", "status")
+
+    def __init__(self, pool: Pool, conn: http.client.HTTPConnection, resp: Any) -> None:
+        self.pool = pool
+        self.conn = conn
+        self._fp = resp
+        self.status: int = resp.status
+        self.headers = resp.msg
+
+    def release_conn(self) -> None:
+        """The body was read to its end: the connection goes back to the pool."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            if self._fp.will_close:
+                conn.close()
+            else:
+                self.pool.give(conn)
+
+    def close(self) -> None:
+        """Give up on the body: the connection is closed."""
+        conn, self.conn = self.conn, None
+        self._fp.close()
+        if conn is not None:
+            conn.close()
+
+
 class LeanS3:
-    """Signed S3 requests over a shared pool, for one site (endpoint and keys).
+    """Signed S3 requests over pooled keep-alive connections, for one site.
 
     ``target(bucket)`` tells where a bucket's requests go (computed by the
     plugin once per bucket and cached here). ``on_request(op)`` is called for
@@ -162,42 +295,59 @@ class LeanS3:
 
     def __init__(
         self,
-        pool: urllib3.PoolManager,
         keys: Callable[[], Keys],
         target: Callable[[str], Target],
         *,
         timeout: float,
+        verify: bool | str | None = None,
+        pool_size: int = 32,
         payload_signing: bool = False,
         on_request: Callable[[str], None] | None = None,
     ) -> None:
-        self._pool = pool
         self._keys = keys
         self._target_of = target
-        self._targets: dict[str, tuple[Target, Any, Signer]] = {}
+        self._targets: dict[str, tuple[Target, Pool, Signer]] = {}
         self._signers: dict[str, Signer] = {}
-        self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
-        # stale keep-alive connections and refused connects are retried here,
-        # the rest (status codes, broken bodies) by the plugin and the engine
-        self._retries = urllib3.Retry(
-            total=3, connect=2, read=1, status=0, other=0, redirect=False, raise_on_status=False
-        )
+        self._pools: dict[tuple[str, str, int | None], Pool] = {}
+        self._lock = threading.Lock()
+        self._timeout = timeout
+        self._verify = verify
+        self._ssl: Any = None
+        self._pool_size = pool_size
         self.payload_signing = payload_signing
         self.on_request = on_request
 
     def __repr__(self) -> str:
         return f"LeanS3(buckets={len(self._targets)})"
 
-    def _bucket(self, bucket: str) -> tuple[Target, Any, Signer]:
+    def close(self) -> None:
+        with self._lock:
+            pools = list(self._pools.values())
+        for pool in pools:
+            pool.close()
+
+    def _bucket(self, bucket: str) -> tuple[Target, Pool, Signer]:
         entry = self._targets.get(bucket)
         if entry is None:
             target = self._target_of(bucket)
-            signer = self._signers.get(target.region)
-            if signer is None:
-                signer = self._signers.setdefault(target.region, Signer(self._keys, target.region))
-            conn = self._pool.connection_from_host(
-                target.hostname, port=target.port, scheme=target.scheme
-            )
-            entry = self._targets[bucket] = (target, conn, signer)
+            with self._lock:
+                signer = self._signers.get(target.region)
+                if signer is None:
+                    signer = self._signers[target.region] = Signer(self._keys, target.region)
+                where = (target.scheme, target.hostname, target.port)
+                pool = self._pools.get(where)
+                if pool is None:
+                    if target.scheme == "https" and self._ssl is None:
+                        self._ssl = ssl_context(self._verify)
+                    pool = self._pools[where] = Pool(
+                        target.scheme,
+                        target.hostname,
+                        target.port,
+                        self._timeout,
+                        self._ssl,
+                        self._pool_size,
+                    )
+                entry = self._targets[bucket] = (target, pool, signer)
         return entry
 
     def request(
@@ -210,14 +360,17 @@ class LeanS3:
         headers: dict[str, str] | None = None,
         body: bytes | memoryview | None = None,
         stream: bool = False,
-    ) -> Any:
-        """Send one signed request; return the urllib3 response (2xx only).
+    ) -> Response:
+        """Send one signed request; return the response (2xx only).
 
-        With ``stream`` the body is left unread (the caller reads it and
-        releases the connection); an error status raises
-        :class:`S3ResponseError` after reading the (small) error body.
+        With ``stream`` the body is left unread (the caller reads it with
+        :func:`read_into` and calls :func:`finish`); an error status raises
+        :class:`S3ResponseError` after reading the (small) error body. A
+        reused connection that the server closed meanwhile fails before any
+        response byte: the request (GET, PUT and HEAD are idempotent) is then
+        sent once more on a fresh connection.
         """
-        target, conn, signer = self._bucket(bucket)
+        target, pool, signer = self._bucket(bucket)
         path = target.prefix + quote(key, safe="/~")
         if body is not None and self.payload_signing:
             payload = hashlib.sha256(body).hexdigest()
@@ -226,32 +379,45 @@ class LeanS3:
         else:
             payload = UNSIGNED
         hdrs = signer.sign(method, target.host, path, "", dict(headers or {}), payload)
+        hdrs["User-Agent"] = "ferry"
+        if body is not None:
+            hdrs["Content-Length"] = str(len(body))
         if self.on_request is not None:
             self.on_request(op)
-        resp = conn.urlopen(
-            method,
-            path,
-            body=body,
-            headers=hdrs,
-            retries=self._retries,
-            timeout=self._timeout,
-            preload_content=False,
-            decode_content=False,
-            assert_same_host=False,
-        )
-        status = resp.status
-        if status < 300:
+        while True:
+            conn, reused = pool.take()
+            try:
+                conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+                for name, value in hdrs.items():
+                    conn.putheader(name, value)
+                conn.endheaders(body)
+                raw = conn.getresponse()
+                break
+            except (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionError):
+                conn.close()
+                if not reused:
+                    raise
+            except BaseException:
+                conn.close()
+                raise
+        resp = Response(pool, conn, raw)
+        if resp.status < 300:
             if not stream:
-                resp.drain_conn()
+                raw.read()
                 resp.release_conn()
             return resp
-        data = b"" if method == "HEAD" else resp.read()
-        resp.release_conn()
+        try:
+            data = b"" if method == "HEAD" else raw.read()
+        except (OSError, http.client.HTTPException):
+            data = b""
+            resp.close()
+        else:
+            resp.release_conn()
         code = _CODE.search(data)
         message = _MESSAGE.search(data)
         raise S3ResponseError(
             op,
-            status,
+            resp.status,
             code.group(1).decode(errors="replace") if code else "",
             message.group(1).decode(errors="replace") if message else "",
             {k.lower(): v for k, v in resp.headers.items()},
@@ -261,9 +427,9 @@ class LeanS3:
 def read_into(resp: Any, view: memoryview) -> int:
     """Read a streamed response body into ``view``; return the count (short at EOF).
 
-    ``readinto`` on the http.client response under urllib3's (no copies, no
-    per-chunk bytes); the connection goes back to the pool when the body was
-    read to its end, and is closed otherwise.
+    ``readinto`` on the ``http.client`` response (straight from the socket,
+    no per-chunk bytes); the connection goes back to the pool when the body
+    was read to its end. Works on urllib3's responses too (botocore's path).
     """
     fp = resp._fp
     n = 0

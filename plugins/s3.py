@@ -35,7 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._s3http import LeanS3, S3ResponseError, Target, finish, read_into
+from ._s3http import ConnectFailed, LeanS3, S3ResponseError, Target, finish, read_into
 from .errors import (
     AuthError,
     ConfigError,
@@ -346,18 +346,13 @@ def _map_exception(
             if isinstance(exc, bx.HTTPClientError):
                 return TransientError(f"{where}: {cause}", **kw)
             return PermanentError(f"{where}: {cause}", **kw)
-    import urllib3.exceptions as ux
-
-    if isinstance(exc, ux.MaxRetryError) and exc.reason is not None:
-        exc = exc.reason
     cause = _scrub(str(exc) or type(exc).__name__, hide)
-    if isinstance(exc, ux.SSLError):
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+    if isinstance(exc, ConnectFailed):
+        reason = exc.__cause__
+        if "CERTIFICATE_VERIFY_FAILED" in str(reason):
             return PermanentError(f"{where}: TLS certificate rejected: {cause}", **kw)
-        return ConnectError(f"{where}: TLS handshake failed: {cause}", **kw)
-    if isinstance(exc, (ux.NewConnectionError, ux.ConnectTimeoutError, ConnectionRefusedError)):
-        return ConnectError(f"{where}: cannot connect: {cause}", **kw)
-    if isinstance(exc, (ux.ReadTimeoutError, TimeoutError)):
+        return ConnectError(f"{where}: {cause}", **kw)
+    if isinstance(exc, TimeoutError):
         return TransferTimeout(f"{where}: timed out: {cause}", **kw)
     if _is_stream_error(exc):
         return IncompleteTransfer(f"{where}: connection lost: {cause}", **kw)
@@ -539,7 +534,6 @@ class S3Protocol(Protocol):
         self._sites: dict[tuple[str, str | None, str], _Site] = {}
         self._buckets: set[tuple[tuple[Any, ...], str]] = set()  # known to exist
         self._hot: dict[tuple[Any, ...], _Hot] = {}
-        self._pools: dict[Any, Any] = {}  # urllib3 PoolManagers by TLS setting
         #: S3 operations sent, by name (both request paths; the tests read it)
         self.requests: Counter[str] = Counter()
 
@@ -552,11 +546,10 @@ class S3Protocol(Protocol):
                 with contextlib.suppress(Exception):
                     client.close()
             self._clients.clear()
-            self._hot.clear()
-            for pool in self._pools.values():
-                with contextlib.suppress(Exception):
-                    pool.clear()
-            self._pools.clear()
+            hot, self._hot = self._hot, {}
+        for h in hot.values():
+            if isinstance(h, _LeanHot):
+                h.lean.close()
 
     def _count(self, op: str) -> None:
         self.requests[op] += 1
@@ -809,34 +802,16 @@ class S3Protocol(Protocol):
         target: Callable[[str], Target],
         site: _Site,
     ) -> _Hot:
-        import urllib3
-
-        if verify is None or verify is True:
-            try:
-                import certifi
-
-                verify = certifi.where()
-            except ImportError:
-                verify = None
-        pool = self._pools.get(verify)
-        if pool is None:
-            s = self.settings
-            size = max(
-                10, self.context.concurrency * max(s.upload_parallel, s.download_streams) + 4
-            )
-            kw: dict[str, Any] = {"num_pools": 64, "maxsize": size, "block": False}
-            if verify is False:
-                kw["cert_reqs"] = "CERT_NONE"
-                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-            elif isinstance(verify, str):
-                kw["ca_certs"] = verify
-            pool = self._pools[verify] = urllib3.PoolManager(headers={"User-Agent": "ferry"}, **kw)
+        s = self.settings
         lean = LeanS3(
-            pool,
             keys,
             target,
             timeout=self.context.timeout,
-            payload_signing=self.settings.payload_signing,
+            verify=verify,
+            pool_size=max(
+                10, self.context.concurrency * max(s.upload_parallel, s.download_streams)
+            ),
+            payload_signing=s.payload_signing,
             on_request=self._count,
         )
         return _LeanHot(lean)
