@@ -77,6 +77,17 @@ else:
 """
 
 
+def boto3_python() -> str:
+    """A Python that has boto3: this one, else the peers' venv (benchmarks/_peers/venv)."""
+    peers = HERE / "_peers" / "venv" / "bin" / "python"
+    for candidate in (sys.executable, str(peers)):
+        if os.path.exists(candidate):
+            ok = subprocess.run([candidate, "-c", "import boto3"], capture_output=True).returncode
+            if ok == 0:
+                return candidate
+    return sys.executable
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     buf = bytearray(MiB)
@@ -179,6 +190,7 @@ class Bench:
             f"secret_access_key={self.server.secret_key}:"
         )
         self.run_no = 0
+        self.boto3_python = boto3_python()
 
     # -- helpers ------------------------------------------------------------------
 
@@ -220,7 +232,7 @@ class Bench:
         spec = self.work / f"boto3-{time.monotonic_ns()}.json"
         spec.write_text(json.dumps(pairs))
         return [
-            sys.executable,
+            self.boto3_python,
             "-c",
             BOTO3_SCRIPT,
             mode,
@@ -447,12 +459,13 @@ def main() -> int:
         versions["s5cmd"] = version([bench.s5cmd, "version"])
     if bench.rclone:
         versions["rclone"] = version([bench.rclone, "version"])
-    with contextlib.suppress(ImportError):
-        import boto3
-        import botocore
-
-        versions["boto3"] = boto3.__version__
-        versions["botocore"] = botocore.__version__
+    versions["boto3"] = version(
+        [
+            bench.boto3_python,
+            "-c",
+            "import boto3, botocore; print(boto3.__version__, 'botocore', botocore.__version__)",
+        ]
+    )
     result: dict[str, Any] = {
         "benchmark": "s3",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,9 @@ from ferry.plugins.errors import (
     ConnectError,
     IntegrityError,
     NotFound,
+    PermissionDenied,
+    ThrottledError,
+    TransientError,
     UnsupportedScheme,
 )
 from ferry.plugins.protocol import ProtocolContext, Sink, Source
@@ -27,6 +31,7 @@ from ferry.plugins.url import parse_url
 from ferry.worker.engine import Engine, TransferConfig
 from ferry.worker.request import Endpoint, TransferRequest
 from tests.fixtures.s3 import (
+    FaultyS3,
     S3Site,
     SeaweedS3,
     s3_credentials_fixture,  # noqa: F401 - the `s3_credentials` fixture
@@ -387,3 +392,191 @@ def test_ferry_transfer_both_directions(s3_credentials: S3Site, tmp_path: Path) 
         assert t["route"] == "download" and t["sha256"] == f"sha256:{sha(data)}"
         assert (tmp_path / "back" / t["lfn"]).read_bytes() == data
     assert s3_credentials.server.secret_key not in p.stderr + p.stdout
+
+
+# -- the lean request path (SigV4 signed here, pooled http.client) ----------------------
+
+LEAN_ROUNDTRIP = """
+import json, os, sys
+from ferry.plugins.protocol import ProtocolContext, Sink, Source
+from ferry.plugins.registry import Registry
+from ferry.plugins.url import parse_url
+src, url, out = sys.argv[1:4]
+with Registry(ProtocolContext(concurrency=4)) as reg:
+    proto = reg.protocol("s3")
+    proto.put(Source(src), parse_url(url))
+    sink = Sink(out)
+    proto.get(parse_url(url), sink)
+    sink.close()
+    st = proto.stat(parse_url(url))
+    print(json.dumps({
+        "botocore": "botocore" in sys.modules,
+        "requests": dict(proto.requests),
+        "sha256": sink.sha256,
+        "stat": [st.size, st.checksums.get("sha256")],
+    }))
+"""
+
+
+def lean_roundtrip(url: str, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
+    """put + get + stat of one small object in a fresh process; what it saw."""
+    data = os.urandom(70_000)
+    src = tmp / "lean-src"
+    src.write_bytes(data)
+    p = subprocess.run(
+        [sys.executable, "-c", LEAN_ROUNDTRIP, str(src), url, str(tmp / "lean-out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert p.returncode == 0, p.stderr
+    result: dict[str, Any] = json.loads(p.stdout)
+    assert result["sha256"] == sha(data)
+    assert result["stat"] == [len(data), sha(data)]
+    assert (tmp / "lean-out").read_bytes() == data
+    return result
+
+
+def clean_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FERRY_", "PEGASUS_"))}
+    env.update(
+        HOME=str(tmp),
+        AWS_CONFIG_FILE=str(tmp / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp / "no-aws-credentials"),
+    )
+    return env
+
+
+def test_lean_path_with_file_credentials_needs_no_botocore(
+    s3_credentials: S3Site, tmp_path: Path
+) -> None:
+    bucket = s3_credentials.server.create_bucket()
+    env = {**clean_env(tmp_path), "FERRY_CREDENTIALS": str(s3_credentials.path)}
+    result = lean_roundtrip(s3_credentials.url(bucket, "lean/a b+c=d~e.bin"), tmp_path, env)
+    # signed here and accepted by the server; one request per operation; no botocore
+    assert result["requests"] == {"PutObject": 1, "GetObject": 1, "HeadObject": 1}
+    assert result["botocore"] is False
+
+
+def test_lean_path_with_keys_from_the_environment(s3_server: SeaweedS3, tmp_path: Path) -> None:
+    """The file names only the endpoint: the keys come from AWS_* (as botocore would)."""
+    bucket = s3_server.create_bucket()
+    creds = tmp_path / "endpoint-only.conf"
+    creds.write_text(f"[envsite]\nendpoint = {s3_server.endpoint}\n")
+    os.chmod(creds, 0o600)
+    env = {
+        **clean_env(tmp_path),
+        "FERRY_CREDENTIALS": str(creds),
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+    }
+    result = lean_roundtrip(f"s3://envsite/{bucket}/from-env.bin", tmp_path, env)
+    assert result["botocore"] is False
+    # a wrong secret in the environment: AuthError, without the secret in the message
+    wrong = "Wrong-Env-Secret/abcdef0123456789"
+    env["AWS_SECRET_ACCESS_KEY"] = wrong
+    code = (
+        "import sys\nfrom ferry.plugins.protocol import ProtocolContext, Sink\n"
+        "from ferry.plugins.registry import Registry\nfrom ferry.plugins.url import parse_url\n"
+        "from ferry.plugins.errors import AuthError\n"
+        "reg = Registry(ProtocolContext())\n"
+        "try:\n"
+        f"    reg.protocol('s3').get(parse_url('s3://envsite/{bucket}/from-env.bin'),"
+        f" Sink(sys.argv[1]))\n"
+        "except AuthError as exc:\n    print('AuthError', exc)\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert p.stdout.startswith("AuthError"), p.stdout + p.stderr
+    assert wrong not in p.stdout + p.stderr
+
+
+def test_lean_path_with_a_profile(s3_server: SeaweedS3, tmp_path: Path) -> None:
+    """``profile`` in the file: botocore's session gives the keys, and they outrank AWS_*."""
+    bucket = s3_server.create_bucket()
+    aws = tmp_path / "aws-credentials"
+    aws.write_text(
+        f"[ferryprof]\naws_access_key_id = {s3_server.access_key}\n"
+        f"aws_secret_access_key = {s3_server.secret_key}\n"
+    )
+    creds = tmp_path / "profile.conf"
+    creds.write_text(f"[profsite]\nendpoint = {s3_server.endpoint}\nprofile = ferryprof\n")
+    os.chmod(creds, 0o600)
+    env = {
+        **clean_env(tmp_path),
+        "FERRY_CREDENTIALS": str(creds),
+        "AWS_SHARED_CREDENTIALS_FILE": str(aws),
+        # an explicitly named profile wins over these, as in botocore
+        "AWS_ACCESS_KEY_ID": "AKIDNOTTHEONE",
+        "AWS_SECRET_ACCESS_KEY": "not-the-secret",
+    }
+    result = lean_roundtrip(f"s3://profsite/{bucket}/from-profile.bin", tmp_path, env)
+    assert result["requests"] == {"PutObject": 1, "GetObject": 1, "HeadObject": 1}
+
+
+@pytest.mark.parametrize(
+    ("key", "error", "retry_after"),
+    [
+        ("slow", ThrottledError, 7.0),
+        ("boom", TransientError, None),
+        ("denied", PermissionDenied, None),
+        ("badsig", AuthError, None),
+        ("gone", NotFound, None),
+    ],
+)
+def test_error_responses_map_to_the_error_tree(
+    tmp_path: Path, key: str, error: type[Exception], retry_after: float | None
+) -> None:
+    secret = "Faulty-Secret/Value+0123456789"
+    creds = tmp_path / "faulty.conf"
+    with FaultyS3() as server:
+        creds.write_text(
+            f"[faulty]\nendpoint = {server.endpoint}\n"
+            f"[u@faulty]\naccess_key = AKIDFAULTY\nsecret_key = {secret}\n"
+        )
+        os.chmod(creds, 0o600)
+        url = f"s3://u@faulty/bucket/{key}"
+        with registry(creds) as reg:
+            proto = s3(reg)
+            for op in ("get", "put", "stat"):
+                # a HEAD's error has no body: a bare 403 cannot tell a bad signature
+                expected = PermissionDenied if (op, key) == ("stat", "badsig") else error
+                with pytest.raises(expected) as info:
+                    if op == "get":
+                        get_bytes(proto, url, tmp_path)
+                    elif op == "put":
+                        put_bytes(proto, url, b"payload", tmp_path)
+                    else:
+                        proto.stat(parse_url(url))
+                err = info.value
+                assert isinstance(err, TransientError) == (key in ("slow", "boom"))
+                if retry_after is not None:
+                    assert isinstance(err, ThrottledError) and err.retry_after == retry_after
+                assert secret not in f"{err} {err!r}" and key in str(err)
+        # every request was signed with SigV4 (the access key, never the secret)
+        for method, _path, headers in server.requests:
+            assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDFAULTY/")
+            assert secret not in str(headers)
+            if method == "PUT":
+                assert headers["x-amz-meta-sha256"] == sha(b"payload")
+
+
+def test_ranged_download_through_the_lean_path(s3_credentials: S3Site, tmp_path: Path) -> None:
+    """Large objects: parallel ranges (If-Match the first ETag), one pass of sha256."""
+    bucket = s3_credentials.server.create_bucket()
+    data = os.urandom(7 * MiB + 3)
+    s3_credentials.server.client().put_object(
+        Bucket=bucket, Key="ranged.bin", Body=data, Metadata={"sha256": sha(data)}
+    )
+    url = s3_credentials.url(bucket, "ranged.bin")
+    with registry(s3_credentials, **{"s3.download_streams": "3"}) as reg:
+        proto = s3(reg)
+        calls = count_requests(proto, url)
+        assert get_bytes(proto, url, tmp_path) == (data, sha(data))
+        assert calls == Counter(GetObject=4)  # 2 MiB ranges
