@@ -671,6 +671,11 @@ class S3Protocol(Protocol):
                     hot = self._hot[site.key] = self._make_hot(site)
         return site, hot, bucket, key
 
+    def describe_path(self, url: URL) -> str:
+        """Which request path the hot operations of ``url`` take: ``lean`` or ``botocore``."""
+        _, hot, _, _ = self._open_hot(url)
+        return "lean" if isinstance(hot, _LeanHot) else "botocore"
+
     def _make_hot(self, site: _Site) -> _Hot:
         """The lean path where it is exact, else botocore (called under the lock).
 
@@ -955,7 +960,7 @@ class S3Protocol(Protocol):
             )
 
         with ThreadPoolExecutor(window, thread_name_prefix="ferry-s3-get") as pool:
-            stream = _RangeStream(first, first_length, ranges, window, step, pool, fetch)
+            stream = _RangeStream(first, first_length, ranges, window, step, pool, fetch, url)
             try:
                 sink.copy_from(stream, progress, size=total - sink.offset)
                 if sink.offset != total:
@@ -1390,7 +1395,9 @@ class _RangeStream:
         step: int,
         pool: ThreadPoolExecutor,
         fetch: Callable[[int, int, bytearray], int],
+        url: URL,
     ) -> None:
+        self.url = url
         self._first = first
         self._first_left = first_length
         self._ranges = ranges
@@ -1418,7 +1425,9 @@ class _RangeStream:
             n = read_into(self._first, view[: min(len(view), self._first_left)])
             if not n:
                 raise IncompleteTransfer(
-                    f"the first range ended {self._first_left} bytes short", plugin="s3"
+                    f"GET {self.url}: the first range ended {self._first_left} bytes short",
+                    url=str(self.url),
+                    plugin="s3",
                 )
             self._first_left -= n
             return n

@@ -173,6 +173,7 @@ def test_small_objects_take_one_request_each(s3_credentials: S3Site, tmp_path: P
         put_bytes(proto, url, data, tmp_path)
         assert get_bytes(proto, url, tmp_path) == (data, sha(data))
         assert calls == Counter(PutObject=1, GetObject=1)
+        assert proto.describe_path(parse_url(url)) == "lean"
     head = s3_credentials.server.client().head_object(Bucket=bucket, Key="small.bin")
     assert head["Metadata"]["sha256"] == sha(data)
 
@@ -308,6 +309,8 @@ def test_aws_environment_without_credentials_file(
         with registry(None) as reg:
             proto = s3(reg)
             assert proto.site(parse_url(url)).endpoint is None  # botocore finds it
+            # botocore's client tells where the bucket lives; the requests go lean
+            assert proto.describe_path(parse_url(url)) == "lean"
             put_bytes(proto, url, data, tmp_path)
             assert get_bytes(proto, url, tmp_path) == (data, sha(data))
     head = s3_server.client().head_object(Bucket=bucket, Key="env-s3s.bin")
@@ -580,3 +583,27 @@ def test_ranged_download_through_the_lean_path(s3_credentials: S3Site, tmp_path:
         calls = count_requests(proto, url)
         assert get_bytes(proto, url, tmp_path) == (data, sha(data))
         assert calls == Counter(GetObject=4)  # 2 MiB ranges
+
+
+def test_a_proxy_in_the_environment_keeps_botocore(
+    s3_credentials: S3Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lean path does not speak to proxies: with one configured, botocore sends.
+
+    The "proxy" is SeaweedFS itself (it accepts absolute request targets), so
+    the requests really travel through botocore's proxy support.
+    """
+    monkeypatch.setenv("HTTP_PROXY", s3_credentials.server.endpoint)
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    bucket = s3_credentials.server.create_bucket()
+    url = s3_credentials.url(bucket, "via-proxy.bin")
+    data = os.urandom(30_000)
+    with registry(s3_credentials) as reg:
+        proto = s3(reg)
+        calls = count_requests(proto, url)
+        put_bytes(proto, url, data, tmp_path)
+        assert get_bytes(proto, url, tmp_path) == (data, sha(data))
+        assert proto.checksum(parse_url(url)) == sha(data)
+        assert calls == Counter(PutObject=1, GetObject=1, HeadObject=1)
+        assert proto.describe_path(parse_url(url)) == "botocore"
