@@ -42,6 +42,7 @@ from .graph import Graph, PlanError, build_graph, job_inputs, job_outputs
 from .model import USE_CHECKPOINT, USE_INOUT, USE_INPUT, USE_OUTPUT, Workflow
 from .rundir import PLAN_VERSION, SHARD, CleanupAction, ClusterFile, Plan, PlanJob, Register, RunDir
 from .sites import SiteLayout, resolve_sites
+from .specjson import SpecJSON
 from .specs import SpecBuilder
 
 __all__ = ["PlanError", "PlanOptions", "PlanResult", "plan_workflow"]
@@ -93,6 +94,8 @@ class PlanResult:
     seconds: float = 0.0
     #: seconds per planning pass
     phases: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds of this process per planning pass (forked writers not included)
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 _BAD_ID = re.compile(r"[^A-Za-z0-9_.-]")
@@ -130,12 +133,14 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
         raise PlanError(f"{wf.source}: the workflow has no jobs ferry can run")
 
     phases: dict[str, float] = {}
-    tick = [time.monotonic()]
+    cpu: dict[str, float] = {}
+    tick = [time.monotonic(), time.process_time()]
 
     def mark(name: str) -> None:
-        now = time.monotonic()
+        now, now_cpu = time.monotonic(), time.process_time()
         phases[name] = round(now - tick[0], 3)
-        tick[0] = now
+        cpu[name] = round(now_cpu - tick[1], 3)
+        tick[:] = now, now_cpu
 
     graph = build_graph(wf)
     mark("graph")
@@ -288,6 +293,7 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
         warnings=warnings,
         seconds=time.monotonic() - t0,
         phases=phases,
+        cpu=cpu,
     )
 
 
@@ -702,6 +708,7 @@ def _write_range(
     """Write the specs of entries ``start..stop``; for packed shards, return the byte
     offset of each entry's line (its spec, or its cluster's member list)."""
     encode = _ENCODER.encode
+    spec_json = SpecJSON(builder)
     offsets = array("q")
     if not packed:
         made: set[str] = set()
@@ -715,7 +722,7 @@ def _write_range(
             for j in members:
                 rel = shard + wf.jobs[j].id + ".json"
                 with open(rd.join(rel), "wb") as f:
-                    f.write(encode(builder.build(j)))
+                    f.write(spec_json(j))
                 paths.append(rel)
             if len(members) > 1:
                 with open(rd.join(shard + ids[e] + ".cluster.json"), "wb") as f:
@@ -732,7 +739,7 @@ def _write_range(
             members = entries[e2]
             refs = []
             for j in members:
-                data = encode(builder.build(j))
+                data = spec_json(j)
                 refs.append(f"{rel}@{pos}")
                 parts.append(data)
                 parts.append(b"\n")
