@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.client
+import random
 import re
 import select
 import threading
@@ -302,9 +303,12 @@ class LeanS3:
         verify: bool | str | None = None,
         pool_size: int = 32,
         payload_signing: bool = False,
+        retries: int = 2,
         on_request: Callable[[str], None] | None = None,
     ) -> None:
         self._keys = keys
+        #: extra tries of a request answered with 5xx or throttling (then the engine's rounds)
+        self.retries = max(0, retries)
         self._target_of = target
         self._targets: dict[str, tuple[Target, Pool, Signer]] = {}
         self._signers: dict[str, Signer] = {}
@@ -382,6 +386,31 @@ class LeanS3:
         hdrs["User-Agent"] = "ferry"
         if body is not None:
             hdrs["Content-Length"] = str(len(body))
+        for attempt in range(self.retries + 1):
+            try:
+                return self._send(op, method, pool, path, hdrs, body, stream)
+            except S3ResponseError as exc:
+                pause = _retry_pause(exc, attempt)
+                if pause is None or attempt >= self.retries:
+                    raise
+                time.sleep(pause)
+            if attempt < self.retries:  # sign again: x-amz-date moves on
+                hdrs = signer.sign(method, target.host, path, "", dict(headers or {}), payload)
+                hdrs["User-Agent"] = "ferry"
+                if body is not None:
+                    hdrs["Content-Length"] = str(len(body))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(
+        self,
+        op: str,
+        method: str,
+        pool: Pool,
+        path: str,
+        hdrs: dict[str, str],
+        body: bytes | memoryview | None,
+        stream: bool,
+    ) -> Response:
         if self.on_request is not None:
             self.on_request(op)
         while True:
@@ -422,6 +451,29 @@ class LeanS3:
             message.group(1).decode(errors="replace") if message else "",
             {k.lower(): v for k, v in resp.headers.items()},
         )
+
+
+#: S3 error codes worth another try after a short pause (besides 5xx)
+_RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling"}
+#: a Retry-After longer than this goes up to the engine, whose rounds wait for it
+RETRY_AFTER_MAX = 1.0
+
+
+def _retry_pause(exc: S3ResponseError, attempt: int) -> float | None:
+    """How long to wait before sending ``exc``'s request again; None: do not.
+
+    As botocore's standard mode: 5xx, throttling and request timeouts, with
+    exponential backoff and jitter (0.1 s, 0.2 s, ...). A longer Retry-After
+    than :data:`RETRY_AFTER_MAX` is left to the engine.
+    """
+    status = exc.response["ResponseMetadata"]["HTTPStatusCode"]
+    code = exc.response["Error"]["Code"]
+    if not (status >= 500 or status == 429 or code in _RETRY_CODES):
+        return None
+    after = (exc.response["ResponseMetadata"]["HTTPHeaders"].get("retry-after") or "").strip()
+    if after.isdigit():
+        return float(after) if float(after) <= RETRY_AFTER_MAX else None
+    return random.uniform(0.5, 1.0) * 0.1 * (2**attempt)
 
 
 def read_into(resp: Any, view: memoryview) -> int:

@@ -119,6 +119,8 @@ class S3Settings:
     create_bucket: bool = True
     #: sha256-sign request bodies (SigV4); ferry's own sha256 already covers the bytes
     payload_signing: bool = False
+    #: extra tries of one request answered with 5xx or throttling, before the engine's rounds
+    request_retries: int = 2
 
     @classmethod
     def from_context(cls, context: ProtocolContext) -> S3Settings:
@@ -625,7 +627,7 @@ class S3Protocol(Protocol):
             max_pool_connections=pool,
             connect_timeout=self.context.timeout,
             read_timeout=self.context.timeout,
-            retries={"mode": "standard", "max_attempts": 3},
+            retries={"mode": "standard", "max_attempts": 1 + max(0, s.request_retries)},
             parameter_validation=False,
             # ferry checks sha256 end to end; CRC32 on every request only costs CPU
             request_checksum_calculation="when_required",
@@ -817,6 +819,7 @@ class S3Protocol(Protocol):
                 10, self.context.concurrency * max(s.upload_parallel, s.download_streams)
             ),
             payload_signing=s.payload_signing,
+            retries=s.request_retries,
             on_request=self._count,
         )
         return _LeanHot(lean)
