@@ -32,7 +32,6 @@ accidental ``print``/``repr``/log shows ``***``.
 
 from __future__ import annotations
 
-import configparser
 import os
 import stat
 from collections.abc import Iterator, Mapping
@@ -149,6 +148,8 @@ def load_credentials(path: str | None = None) -> Credentials:
             f"credentials file {path} is accessible by group or others"
             f" (mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {path}"
         )
+    import configparser  # here, not at the top: most processes never read the file
+
     parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep header case
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from stat import S_ISDIR
@@ -57,7 +56,7 @@ def map_os_exceptions(url: URL | str, what: str) -> Iterator[None]:
 
 def part_name(path: str) -> str:
     """A unique temporary name beside ``path``, renamed onto it on success."""
-    return f"{path}.ferry-part-{secrets.token_hex(4)}"
+    return f"{path}.ferry-part-{os.urandom(4).hex()}"
 
 
 def _unlink_quietly(path: str) -> None:

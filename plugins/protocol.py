@@ -22,8 +22,9 @@ import enum
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, ClassVar
+
+import msgspec
 
 from .errors import IncompleteTransfer, IntegrityError, UnsupportedScheme
 
@@ -61,18 +62,21 @@ class Capability(str, enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True)
-class Stat:
+# Records are msgspec Structs rather than dataclasses: a dataclass costs about a
+# millisecond to create at import (its methods are generated with exec), and
+# the worker pays its imports on every job.
+
+
+class Stat(msgspec.Struct, frozen=True):
     """What ``stat`` knows about an object. ``checksums`` maps ``"sha256"`` to hex."""
 
     size: int | None = None
     mtime: float | None = None
     is_dir: bool = False
-    checksums: dict[str, str] = field(default_factory=dict)
+    checksums: dict[str, str] = {}
 
 
-@dataclass(frozen=True)
-class ProtocolInfo:
+class ProtocolInfo(msgspec.Struct, frozen=True):
     """A protocol as a plugin declares it, without importing its library.
 
     ``implementation`` is ``"module:Class"``; ``requires`` lists the modules the
@@ -89,19 +93,31 @@ class ProtocolInfo:
     description: str = ""
 
 
-@dataclass
 class ProtocolContext:
     """What the engine hands a protocol when it builds one."""
 
-    #: transfers that may run at once (size connection pools by it)
-    concurrency: int = 8
-    #: per-request timeout in seconds for network protocols
-    timeout: float = 60.0
-    #: path of the credentials file; None: $FERRY_CREDENTIALS, $PEGASUS_CREDENTIALS, defaults
-    credentials_file: str | None = None
-    #: free-form per-plugin settings from the command line or job spec
-    settings: dict[str, str] = field(default_factory=dict)
-    _credentials: Credentials | None = field(default=None, repr=False)
+    def __init__(
+        self,
+        concurrency: int = 8,
+        timeout: float = 60.0,
+        credentials_file: str | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        #: transfers that may run at once (size connection pools by it)
+        self.concurrency = concurrency
+        #: per-request timeout in seconds for network protocols
+        self.timeout = timeout
+        #: the credentials file; None: $FERRY_CREDENTIALS, $PEGASUS_CREDENTIALS, defaults
+        self.credentials_file = credentials_file
+        #: free-form per-plugin settings from the command line or job spec
+        self.settings: dict[str, str] = settings if settings is not None else {}
+        self._credentials: Credentials | None = None
+
+    def __repr__(self) -> str:  # never the credentials
+        return (
+            f"ProtocolContext(concurrency={self.concurrency}, timeout={self.timeout},"
+            f" credentials_file={self.credentials_file!r}, settings={self.settings!r})"
+        )
 
     @property
     def credentials(self) -> Credentials:

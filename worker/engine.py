@@ -34,8 +34,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
 
 from ferry.plugins.errors import (
     FerryError,
@@ -69,8 +70,7 @@ __all__ = [
 _T = TypeVar("_T")
 
 
-@dataclass
-class TransferConfig:
+class TransferConfig(msgspec.Struct):
     """How the engine runs: concurrency, retries, backoff."""
 
     #: transfers running at once
@@ -90,8 +90,7 @@ class TransferConfig:
     sleep: Callable[[float], None] = time.sleep
 
 
-@dataclass
-class AttemptRecord:
+class AttemptRecord(msgspec.Struct):
     """One try of one source -> destination pair."""
 
     attempt: int
@@ -105,7 +104,7 @@ class AttemptRecord:
     error_type: str | None = None
     transient: bool | None = None
     #: structured facts about the failure (IntegrityError: expected, actual)
-    details: dict[str, str] = field(default_factory=dict)
+    details: dict[str, str] = msgspec.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -124,8 +123,7 @@ class AttemptRecord:
         return data
 
 
-@dataclass
-class TransferResult:
+class TransferResult(msgspec.Struct):
     """The outcome of one request."""
 
     request: Request
@@ -136,7 +134,7 @@ class TransferResult:
     duration: float = 0.0
     route: str | None = None
     source: str | None = None
-    attempts: list[AttemptRecord] = field(default_factory=list)
+    attempts: list[AttemptRecord] = msgspec.field(default_factory=list)
     error: str | None = None
     error_type: str | None = None
 
@@ -206,8 +204,7 @@ class _Retryable(_AllSourcesFailed):
     pass
 
 
-@dataclass
-class _Done:
+class _Done(msgspec.Struct):
     bytes: int
     sha256: str | None
     #: the route actually taken, when it differs from the planned one

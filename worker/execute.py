@@ -13,13 +13,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 __all__ = ["ProcessResult", "Runner"]
 
 
-@dataclass
-class ProcessResult:
+class ProcessResult(msgspec.Struct):
     exit_code: int | None
     signal: int | None
     wall: float

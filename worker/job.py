@@ -9,18 +9,17 @@ worker's exit code, which tells the failed step apart.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import logging
 import os
 import re
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from types import FrameType
+
+import msgspec
 
 from ferry.plugins.errors import ConfigError, FerryError
 from ferry.plugins.protocol import ProtocolContext
@@ -82,10 +81,19 @@ def _tail(path: str) -> str:
         return ""
 
 
-@dataclass
-class _Outcome:
+class _Outcome(msgspec.Struct):
     code: int
     step: str | None = None
+
+
+def _user_name() -> str:
+    """Who runs the job, as ``getpass.getuser()`` tells (without importing termios)."""
+    for var in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if os.environ.get(var):
+            return os.environ[var]
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
 
 
 class _Stop(Exception):
@@ -132,8 +140,8 @@ class JobWorker:
             job_id=spec.id,
             name=spec.name,
             attempt=attempt,
-            host=socket.gethostname(),
-            user=getpass.getuser(),
+            host=os.uname().nodename,
+            user=_user_name(),
             start=time.time(),
             executable=spec.executable,
             arguments=list(spec.arguments),

@@ -7,19 +7,18 @@ docs/worker.md lists the fields.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import msgspec
 
 __all__ = ["RECORD_VERSION", "Failure", "InvocationRecord", "TransferEntry", "write_record"]
 
 RECORD_VERSION = 1
 
 
-@dataclass
-class TransferEntry:
+class TransferEntry(msgspec.Struct):
     """One staged file: direction is input, output, checkpoint-in, checkpoint-out or image."""
 
     direction: str
@@ -34,11 +33,10 @@ class TransferEntry:
     expected_sha256: str | None = None
     route: str | None = None
     error: str | None = None
-    tried: list[dict[str, Any]] = field(default_factory=list)
+    tried: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
-@dataclass
-class Failure:
+class Failure(msgspec.Struct):
     """Why the attempt failed: the step, what failed, and the cause."""
 
     step: str
@@ -49,8 +47,7 @@ class Failure:
     actual: str | None = None
 
 
-@dataclass
-class InvocationRecord:
+class InvocationRecord(msgspec.Struct):
     job_id: str
     attempt: int
     host: str
@@ -75,14 +72,14 @@ class InvocationRecord:
     workdir: str | None = None
     workdir_kept: bool = False
     executable: str | None = None
-    arguments: list[str] = field(default_factory=list)
+    arguments: list[str] = msgspec.field(default_factory=list)
     container: dict[str, Any] | None = None
-    transfers: list[TransferEntry] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
+    transfers: list[TransferEntry] = msgspec.field(default_factory=list)
+    failures: list[Failure] = msgspec.field(default_factory=list)
     stdout_tail: str = ""
     stderr_tail: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    phases: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    phases: dict[str, float] = msgspec.field(default_factory=dict)
     version: int = RECORD_VERSION
 
     def fail(self, step: str, reason: str, **kw: str | None) -> None:
@@ -91,7 +88,7 @@ class InvocationRecord:
         self.failures.append(Failure(step=step, reason=reason, **kw))
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return msgspec.to_builtins(self)
 
 
 def write_record(record: InvocationRecord, directory: str) -> str:
@@ -100,9 +97,9 @@ def write_record(record: InvocationRecord, directory: str) -> str:
     path = os.path.join(directory, f"{record.job_id}.{record.attempt}.json")
     fd, tmp = tempfile.mkstemp(prefix=f".{record.job_id}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record.to_json(), f, indent=1)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(msgspec.json.format(msgspec.json.encode(record), indent=1))
+            f.write(b"\n")
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

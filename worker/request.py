@@ -12,7 +12,6 @@ directory, as pegasus-integrity does.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Union
 
 import msgspec
@@ -80,8 +79,7 @@ _DECODER = msgspec.json.Decoder(list[_Entry])
 # -- what the engine works on ------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(msgspec.Struct, frozen=True):
     """One candidate URL with its site and priority (higher is tried first)."""
 
     url: URL
@@ -90,8 +88,7 @@ class Endpoint:
     type: str | None = None
 
 
-@dataclass
-class TransferRequest:
+class TransferRequest(msgspec.Struct):
     """Copy one file from the best working source to ``dest``."""
 
     sources: list[Endpoint]
@@ -104,7 +101,7 @@ class TransferRequest:
     verify_symlink_source: bool = True
     generate_checksum: bool = False
     symlink: bool = False  # make a symlink for local->local instead of copying
-    user_data: dict[str, object] = field(default_factory=dict)
+    user_data: dict[str, object] = msgspec.field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -124,8 +121,7 @@ class TransferRequest:
         return [s for _, s in ranked]
 
 
-@dataclass
-class MkdirRequest:
+class MkdirRequest(msgspec.Struct):
     target: Endpoint
     id: str | None = None
 
@@ -134,8 +130,7 @@ class MkdirRequest:
         return f"mkdir {self.target.url}"
 
 
-@dataclass
-class RemoveRequest:
+class RemoveRequest(msgspec.Struct):
     target: Endpoint
     recursive: bool = False
     id: str | None = None
