@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import mmap
 import os
 import threading
 from collections.abc import Callable
@@ -278,6 +279,8 @@ class RangedDownload:
             t.start()
         rfd = -1
         try:
+            # the whole length up front (sparse): the map below never reaches past EOF
+            os.ftruncate(sink.fileno(), self.total)
             rfd = os.open(sink.path, os.O_RDONLY)
             self._hash(rfd, progress)
         except BaseException as exc:
@@ -297,30 +300,30 @@ class RangedDownload:
 
     def _hash(self, rfd: int, progress: Callable[[int], None] | None) -> None:
         sink = self.sink
-        buf = bytearray(BUFSIZE)
-        view = memoryview(buf)
         chunk = self.chunk
         got = self.got
         cond = self._cond
         pos = sink.offset  # 0: the parallel path starts from an empty sink
         total = self.total
-        while pos < total:
-            k = pos // chunk
-            with cond:
-                while True:
-                    if self._failure is not None:
-                        return
-                    avail = k * chunk + got[k] - pos
-                    if avail > 0:
-                        break
-                    self._waiting = k
-                    cond.wait()
-                self._waiting = -1
-            want = min(avail, BUFSIZE)
-            n = os.preadv(rfd, [view[:want]], pos)
-            if n <= 0:  # pragma: no cover - written bytes are readable
-                raise OSError(f"{sink.path}: short read at {pos}")
-            sink.absorb(view[:n])
-            pos += n
-            if progress is not None:
-                progress(n)
+        with mmap.mmap(rfd, total, prot=mmap.PROT_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                while pos < total:
+                    k = pos // chunk
+                    with cond:
+                        while True:
+                            if self._failure is not None:
+                                return
+                            avail = k * chunk + got[k] - pos
+                            if avail > 0:
+                                break
+                            self._waiting = k
+                            cond.wait()
+                        self._waiting = -1
+                    n = min(avail, BUFSIZE)
+                    sink.absorb(view[pos : pos + n])
+                    pos += n
+                    if progress is not None:
+                        progress(n)
+            finally:
+                view.release()

@@ -9,7 +9,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -413,3 +415,378 @@ class TestHttpConformanceThrottled(ProtocolConformance):
             seed=seed,
             fault=lambda n: fault_server.inject(n, status=503, headers={"Retry-After": "1"}),
         )
+
+
+# -- the lean path: keep-alive, redirects, proxies, TLS -------------------------------
+
+
+def _ranged(**settings: str) -> HttpProtocol:
+    """A protocol that splits anything over 1 MiB into 256 KiB ranges over 4 streams."""
+    base = {
+        "http.streams": "4",
+        "http.streams_min_size": "1M",
+        "http.stream_chunk": "256K",
+        **{f"http.{k}": v for k, v in settings.items()},
+    }
+    return HttpProtocol(ProtocolContext(settings=base))
+
+
+def test_keep_alive_one_connection_for_many_files(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    blobs = {f"/keep/{i}": os.urandom(1000 + i) for i in range(20)}
+    for path, data in blobs.items():
+        fault_server.add(path, data)
+    missing = f"{fault_server.url}/keep/missing"
+    log = _HandlerHook(fault_server)
+    proto = HttpProtocol(ProtocolContext())
+    try:
+        for i, (path, data) in enumerate(blobs.items()):
+            assert download(proto, fault_server.url + path, tmp_path / str(i)).sha256 == sha(data)
+            if i == 10:  # an error status with a short body does not cost the connection
+                with pytest.raises(NotFound):
+                    download(proto, missing, tmp_path / "missing")
+            assert proto.stat(parse_url(fault_server.url + path)).size == len(data)
+    finally:
+        proto.close()
+        log.close()
+    assert len(log.ports) == 41  # 20 GETs, 20 HEADs, the 404
+    assert len(set(log.ports)) == 1  # ... all on one connection, as the server saw it
+    assert proto._pool.opened == 1
+
+
+def test_a_connection_the_server_closed_is_replaced(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    data = os.urandom(3000)
+    fault_server.add("/stale", data)
+    proto = HttpProtocol(ProtocolContext())
+    try:
+        assert download(proto, f"{fault_server.url}/stale", tmp_path / "a").sha256 == sha(data)
+        # the server drops the idle keep-alive connection (as on its keep-alive timeout)
+        idle = proto._pool._idle
+        (conn,) = [c for conns in idle.values() for c in conns]
+        assert conn.sock is not None
+        conn.sock.shutdown(2)
+        assert download(proto, f"{fault_server.url}/stale", tmp_path / "b").sha256 == sha(data)
+    finally:
+        proto.close()
+    assert proto._pool.opened == 2
+
+
+def test_redirect_is_followed_through_httpx(tmp_path: Path) -> None:
+    data = os.urandom(5000)
+    with _MiniServer({"/real": data}, redirects={"/moved": "/real"}) as server:
+        proto = HttpProtocol(ProtocolContext())
+        try:
+            sink = download(proto, f"{server.url}/moved", tmp_path / "out")
+            assert proto.stat(parse_url(f"{server.url}/moved")).size == len(data)
+        finally:
+            proto.close()
+    assert sink.sha256 == sha(data)
+    assert (tmp_path / "out").read_bytes() == data
+    assert server.paths == ["/moved", "/moved", "/real", "/moved", "/moved", "/real"]
+
+
+def test_proxy_from_the_environment_goes_through_httpx(
+    fault_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(2000)
+    route = fault_server.add("/proxied", data)
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", fault_server.url)  # it answers absolute-form requests
+    proto = HttpProtocol(ProtocolContext())
+    try:
+        sink = download(proto, "http://ferry-test.invalid/proxied", tmp_path / "out")
+    finally:
+        proto.close()
+    assert sink.sha256 == sha(data) and route.count == 1
+    assert proto._pool.opened == 0
+
+
+def test_bad_client_setting_is_a_config_error() -> None:
+    from ferry.plugins.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="http.client"):
+        HttpProtocol(ProtocolContext(settings={"http.client": "curl"}))
+
+
+def test_https_checks_the_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = _self_signed(tmp_path)
+    data = os.urandom(70_000)
+    with _MiniServer({"/tls.bin": data}, tls=(cert, key)) as server:
+        url = server.url.replace("http://", "https://") + "/tls.bin"
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        untrusting = HttpProtocol(ProtocolContext())
+        try:
+            with pytest.raises(PermanentError, match="TLS certificate rejected"):
+                download(untrusting, url, tmp_path / "no")
+        finally:
+            untrusting.close()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        trusting = HttpProtocol(ProtocolContext())
+        try:
+            sink = download(trusting, f"https://bob:{SECRET}@{url[8:]}", tmp_path / "yes")
+        finally:
+            trusting.close()
+    assert sink.sha256 == sha(data)
+    assert server.authorized == [True]  # basic auth went over TLS
+
+
+# -- parallel ranged streams ------------------------------------------------------------
+
+
+def test_parallel_streams_from_nginx(nginx_server: NginxServer, tmp_path: Path) -> None:
+    data = os.urandom((5 << 20) + 12345)
+    url = publish(nginx_server, "ranged/big.bin", data)
+    proto = _ranged()
+    seen: list[int] = []
+    try:
+        sink = Sink(str(tmp_path / "out"))
+        proto.get(parse_url(url), sink, seen.append)
+        sink.close()
+    finally:
+        proto.close()
+    assert sink.sha256 == sha(data)
+    assert (tmp_path / "out").read_bytes() == data
+    assert sink.offset == sink.expected_size == len(data) and sum(seen) == len(data)
+    assert proto._pool.opened >= 4  # the first GET plus a connection per stream
+
+
+def test_parallel_streams_send_ordered_ranges(fault_server: FaultServer, tmp_path: Path) -> None:
+    data = os.urandom(3 << 20)
+    route = fault_server.add("/ranged/plain", data)
+    proto = _ranged()
+    try:
+        sink = download(proto, f"{fault_server.url}/ranged/plain", tmp_path / "out")
+    finally:
+        proto.close()
+    assert sink.sha256 == sha(data) and sink.restarts == 0
+    chunk = 256 << 10
+    # chunk 0 came with the first (plain) GET; every other chunk was asked for once
+    assert route.requests[0].range is None
+    assert sorted(route.range_requests) == sorted(
+        f"bytes={a}-{a + chunk - 1}" for a in range(chunk, len(data), chunk)
+    )
+
+
+def test_parallel_drop_in_one_range_resumes_that_range(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    data = os.urandom((3 << 20) + 777)
+    # the plain GET and the first range request both lose their connection mid-body
+    route = fault_server.add("/ranged/drop", data, drop_after=100_000, drop_times=2)
+    proto = _ranged()
+    try:
+        sink = download(proto, f"{fault_server.url}/ranged/drop", tmp_path / "out")
+    finally:
+        proto.close()
+    assert sink.sha256 == sha(data)
+    assert (tmp_path / "out").read_bytes() == data
+    chunk = 256 << 10
+    starts = [int(r.split("=")[1].split("-")[0]) for r in route.range_requests]
+    resumed = [s for s in starts if s % chunk]
+    # each cut range went on from where it broke (100000 bytes in, or 200000 when its
+    # resume was the second GET to be cut), not from the start of its chunk
+    assert len(resumed) == 2, route.range_requests
+    assert all(s % chunk in (100_000, 200_000) for s in resumed), route.range_requests
+    assert route.count == len(data) // chunk + 1 + 2
+    assert sink.restarts == 0
+
+
+def test_parallel_failure_leaves_only_the_hashed_prefix(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    data = os.urandom(3 << 20)
+    fault_server.add("/ranged/dead", data, drop_after=1000, drop_times=10_000)
+    proto = _ranged()
+    sink = Sink(str(tmp_path / "out"))
+    try:
+        with pytest.raises(IncompleteTransfer):
+            proto.get(parse_url(f"{fault_server.url}/ranged/dead"), sink)
+    finally:
+        sink.close()
+        proto.close()
+    # what is on disk is exactly what was hashed: a resume from sink.offset stays correct
+    held = (tmp_path / "out").read_bytes()
+    assert len(held) == sink.offset < len(data)
+    assert held == data[: sink.offset]
+    assert sink.sha256 == sha(held)
+
+
+def test_server_that_ignores_ranges_falls_back_to_one_stream(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    data = os.urandom(2 << 20)
+    # says Accept-Ranges: bytes, yet answers every range request with 200 and the whole body
+    route = fault_server.add("/ranged/liar", data, ranges=False, advertise_ranges=True)
+    proto = _ranged()
+    try:
+        sink = download(proto, f"{fault_server.url}/ranged/liar", tmp_path / "out")
+    finally:
+        proto.close()
+    assert sink.sha256 == sha(data)
+    assert (tmp_path / "out").read_bytes() == data
+    assert route.count >= 3  # the first GET, at least one refused range, the full retry
+
+
+def test_object_changing_between_ranges_is_caught(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    data = os.urandom(2 << 20)
+    route = fault_server.add("/ranged/changing", data)
+
+    def grow(handler: Any) -> None:
+        # the object grows right after the first answer's headers: its body is the old
+        # one, every range after it reports the new total
+        if handler.command == "GET" and handler.headers.get("Range") is None:
+            route.data = data + b"more"
+
+    hook = _HandlerHook(fault_server, before_end_headers=grow)
+    proto = _ranged(streams="2")
+    sink = Sink(str(tmp_path / "out"))
+    try:
+        with pytest.raises(TransientError, match="changed while it was downloaded"):
+            proto.get(parse_url(f"{fault_server.url}/ranged/changing"), sink)
+    finally:
+        sink.close()
+        proto.close()
+        hook.close()
+    held = (tmp_path / "out").read_bytes()
+    assert len(held) == sink.offset and held == data[: sink.offset]
+
+
+# -- test servers and hooks ------------------------------------------------------------------
+
+
+class _HandlerHook:
+    """Instruments a running fault server's handler: a callback before each response's
+    headers end, and the client port of every request as the server saw it."""
+
+    def __init__(
+        self, server: FaultServer, before_end_headers: Callable[[Any], None] | None = None
+    ) -> None:
+        self.ports: list[int] = []
+        hook = self
+        handler = server._httpd.RequestHandlerClass
+
+        class Hooked(handler):  # type: ignore[misc,valid-type]
+            def parse_request(self) -> bool:
+                ok = super().parse_request()
+                if ok:
+                    hook.ports.append(self.client_address[1])
+                return ok
+
+            def end_headers(self) -> None:
+                if before_end_headers is not None:
+                    before_end_headers(self)
+                super().end_headers()
+
+        self._server = server
+        self._original = handler
+        server._httpd.RequestHandlerClass = Hooked
+
+    def close(self) -> None:
+        self._server._httpd.RequestHandlerClass = self._original
+
+
+class _MiniServer:
+    """A stdlib HTTP(S) server in a thread: static bytes, redirects, basic-auth seen."""
+
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        redirects: dict[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        import ssl
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        mini = self
+        self.paths: list[str] = []
+        self.authorized: list[bool] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_HEAD(self) -> None:
+                self._serve(body=False)
+
+            def do_GET(self) -> None:
+                self._serve(body=True)
+
+            def _serve(self, body: bool) -> None:
+                path = urlsplit(self.path).path
+                mini.paths.append(path)
+                if redirects and path in redirects:
+                    self.send_response(302)
+                    self.send_header("Location", redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = files.get(path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                if body:
+                    mini.authorized.append("Authorization" in self.headers)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+
+    def __enter__(self) -> _MiniServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(10)
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl), and its key."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],  # fmt: skip
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
