@@ -194,3 +194,49 @@ def test_webdav_credentials_file_with_real_secrets(
     for p in (up, down, bad):
         assert password not in p.stdout + p.stderr
         assert "token-value-123" not in p.stdout + p.stderr
+
+
+RANGED = ["--set", "http.streams_min_size=1M", "--set", "http.stream_chunk=256K"]
+
+
+def test_parallel_ranges_with_a_dropped_range_give_the_exact_file(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    data = os.urandom((4 << 20) + 99)
+    route = fault_server.add("/cli-ranged.bin", data, drop_after=70_000, drop_times=3)
+    dest = tmp_path / "out" / "cli-ranged.bin"
+    p = ferry(
+        f"{fault_server.url}/cli-ranged.bin", str(dest), "--sha256", sha(data), "--json", *RANGED
+    )
+    assert p.returncode == 0, p.stderr
+    assert dest.read_bytes() == data
+    t = json.loads(p.stdout)["transfers"][0]
+    assert t["sha256"] == f"sha256:{sha(data)}" and t["retries"] == 0
+    assert len(route.range_requests) >= 15  # 16 chunks: 15 ranges after the first GET, + resumes
+    assert sorted(os.listdir(tmp_path / "out")) == ["cli-ranged.bin"]
+
+
+def test_parallel_ranges_failing_leave_no_partial_file(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    data = os.urandom(3 << 20)
+    route = fault_server.add("/cli-dead.bin", data, drop_after=5000, drop_times=100_000)
+    dest = tmp_path / "out" / "cli-dead.bin"
+    p = ferry(
+        f"{fault_server.url}/cli-dead.bin",
+        str(dest),
+        "--sha256",
+        sha(data),
+        "-m",
+        "2",
+        "--backoff",
+        "0.05",
+        "--json",
+        *RANGED,
+    )
+    assert p.returncode == 1
+    t = json.loads(p.stdout)["transfers"][0]
+    assert t["error_type"] == "IncompleteTransfer" and len(t["attempts"]) == 2
+    assert route.range_requests  # the streams really ran
+    assert not dest.exists()
+    assert os.listdir(tmp_path / "out") == []
