@@ -1,7 +1,9 @@
 """The abstract workflow in memory: compact enough for a million jobs.
 
 File names (LFNs) are interned into one table and referred to by integer;
-jobs and uses are ``__slots__`` objects; dependencies are integer lists. The
+jobs and uses are ``msgspec.Struct`` objects (created in C, some four times
+faster than a slotted dataclass, and not tracked by the cyclic garbage
+collector: they hold no cycles); dependencies are integer lists. The
 readers in :mod:`ferry.planner.pegasus` build this model directly and drop
 the parsed document; the planning passes only read it.
 """
@@ -9,6 +11,8 @@ the parsed document; the planning passes only read it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import msgspec
 
 __all__ = [
     "USE_CHECKPOINT",
@@ -48,8 +52,7 @@ USE_TYPES = {
 Profiles = dict[str, dict[str, object]]
 
 
-@dataclass(slots=True)
-class Use:
+class Use(msgspec.Struct, gc=False):
     """A job's use of a file. ``lfn`` indexes :attr:`Workflow.lfns`."""
 
     lfn: int
@@ -70,16 +73,15 @@ class Use:
         return self.type in (USE_OUTPUT, USE_INOUT)
 
 
-@dataclass(slots=True)
-class Job:
+class Job(msgspec.Struct, gc=False):
     """One abstract job. ``transformation`` is ``namespace::name:version`` as written."""
 
     id: str
     name: str
     namespace: str | None = None
     version: str | None = None
-    arguments: list[str] = field(default_factory=list)
-    uses: list[Use] = field(default_factory=list)
+    arguments: list[str] = []
+    uses: list[Use] = []
     stdin: int | None = None
     stdout: int | None = None
     stderr: int | None = None

@@ -101,6 +101,8 @@ __all__ = ["load_catalogs", "load_workflow", "parse_workflow"]
 
 #: jobs per parsed batch on the fast path
 BATCH = 1000
+#: the strict reader's batches: BATCH * BATCH_CHARS characters (about BATCH jobs)
+BATCH_CHARS = 256
 #: read jobs in the API's exact layout with :mod:`ferry.planner.strictread`
 STRICT = True
 #: below this size a split-parse syntax error is confirmed by parsing the whole text
@@ -413,9 +415,7 @@ class _Reader:
             )
             raise ConfigError(cat.located(self.source, src_text, exc, off)) from None
         if "jobs" in big:
-            self._read_big(
-                big["jobs"], self._jobs_batch, strict.JOB, strict.parse_job, strict.apply_job
-            )
+            self._read_big(big["jobs"], self._jobs_batch, strict.scan_jobs, strict.apply_job)
         elif "jobs" in top:
             jtext, joff = where["jobs"]
             self.job_lines = lambda i: _line_of(jtext, ("jobs", i), joff)
@@ -429,11 +429,7 @@ class _Reader:
                 raise ConfigError(cat.located(self.source, jtext, exc, joff)) from None
         if "jobDependencies" in big:
             self._read_big(
-                big["jobDependencies"],
-                self._deps_batch,
-                strict.DEP,
-                strict.parse_dep,
-                strict.apply_dep,
+                big["jobDependencies"], self._deps_batch, strict.scan_deps, strict.apply_dep
             )
         elif top.get("jobDependencies") is not None:
             dtext, doff = where["jobDependencies"]
@@ -464,11 +460,11 @@ class _Reader:
                 raise
         return data
 
-    def _read_big(
-        self, b: Block, handle: Any, pattern: re.Pattern, parse: Any, apply: Any
-    ) -> None:
+    def _read_big(self, b: Block, handle: Any, scanner: Any, apply: Any) -> None:
         text = self.text
-        batches = list(iter_items(text, b.value_start, b.end, b.line + 1, BATCH))
+        # the strict reader takes batches cut by size (cheaper than counting items)
+        size = BATCH * BATCH_CHARS if self.strict else 0
+        batches = list(iter_items(text, b.value_start, b.end, b.line + 1, BATCH, size))
         first_jobs: list[tuple[int, int, int]] = []  # (job index, batch start, line)
         if b.key == "jobs":
 
@@ -485,7 +481,7 @@ class _Reader:
         if not batches:
             return
         if self.strict and text.startswith("-", batches[0][0]):
-            scanned = _scan_batches(text, batches, pattern, parse)
+            scanned = _scan_batches(text, batches, scanner)
             try:
                 for bs, _be, bl, _n in batches:
                     first_jobs.append((len(self.wf.jobs), bs, bl))
@@ -499,22 +495,24 @@ class _Reader:
 
     def _consume(self, entries: list[tuple], bs: int, bl: int, handle: Any, apply: Any) -> None:
         """Apply the strict reader's records; runs of refused items go to the YAML parser."""
-        run = -1
-        run_end = -1
-        for rec in entries:
-            if rec[0] is None:  # refused: (None, start, end)
-                if run < 0:
-                    run = rec[1]
-                run_end = rec[2]
-                continue
-            if run >= 0:
-                self._run(run, run_end, bs, bl, handle)
-                run = -1
-            if not apply(self, rec):
+        i = 0
+        n = len(entries)
+        while i < n:
+            i = apply(self, entries, i)  # applies records until one it cannot
+            if i >= n:
+                break
+            rec = entries[i]
+            if rec[0] is not None:
                 # refused late (a dependency on an unknown id): the general path says why
                 start, end = self._span_of(rec, entries, bs)
                 self._run(start, end, bs, bl, handle)
-        if run >= 0:
+                i += 1
+                continue
+            # a run of refused items: (None, start, end) each
+            run = rec[1]
+            while i < n and entries[i][0] is None:
+                run_end = entries[i][2]
+                i += 1
             self._run(run, run_end, bs, bl, handle)
 
     def _span_of(self, rec: tuple, entries: list[tuple], bs: int) -> tuple[int, int]:
@@ -883,8 +881,9 @@ PARALLEL_MIN = 16 << 20
 _SCAN: tuple = ()
 
 
-def _scan_batches(text: str, batches: list, pattern: re.Pattern, parse: Any) -> Any:
-    """Yield :func:`strictread.scan` results for ``batches``, in order.
+def _scan_batches(text: str, batches: list, scanner: Any) -> Any:
+    """Yield ``scanner`` (:func:`strictread.scan_jobs`, ``scan_deps``) results for
+    ``batches``, in order.
 
     A large text is scanned by forked workers (they share ``text`` copy-on-write and
     send back small records); the caller applies the records in order meanwhile.
@@ -894,11 +893,11 @@ def _scan_batches(text: str, batches: list, pattern: re.Pattern, parse: Any) -> 
     size = batches[-1][1] - batches[0][0]
     if workers < 2 or size < PARALLEL_MIN:
         for bs, be, _bl, _n in batches:
-            yield strict.scan(text, bs, be, pattern, parse)
+            yield scanner(text, bs, be)
         return
     import multiprocessing
 
-    _SCAN = (text, pattern, parse)
+    _SCAN = (text, scanner)
     try:
         try:
             pool = multiprocessing.get_context("fork").Pool(workers)
@@ -906,7 +905,7 @@ def _scan_batches(text: str, batches: list, pattern: re.Pattern, parse: Any) -> 
             pool = None
         if pool is None:
             for bs, be, _bl, _n in batches:
-                yield strict.scan(text, bs, be, pattern, parse)
+                yield scanner(text, bs, be)
             return
         with pool:
             spans = [(bs, be) for bs, be, _bl, _n in batches]
@@ -917,9 +916,9 @@ def _scan_batches(text: str, batches: list, pattern: re.Pattern, parse: Any) -> 
 
 
 def _scan_one(span: tuple[int, int]) -> bytes:
-    text, pattern, parse = _SCAN
+    text, scanner = _SCAN
     # marshal: some ten times cheaper to write than pickle for these records
-    return marshal.dumps(strict.scan(text, span[0], span[1], pattern, parse))
+    return marshal.dumps(scanner(text, span[0], span[1]))
 
 
 def _workers() -> int:

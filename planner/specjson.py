@@ -46,7 +46,7 @@ __all__ = ["SpecJSON"]
 
 _ENCODE = msgspec.json.Encoder().encode
 #: printable ASCII but '"' and '\': such a string is its own JSON body
-_SAFE = re.compile(r'[ !#-\[\]-~]*').fullmatch
+_SAFE = re.compile(r"[ !#-\[\]-~]*").fullmatch
 #: LFNs a Location writes as they are (sites._PLAIN); also JSON-safe
 _PLAIN = re.compile(r"[A-Za-z0-9_.\-/]+")
 #: the JobSpec fields that differ from job to job of one template
@@ -239,8 +239,10 @@ class SpecJSON:
             tail = (',"executable":true' if executable else "") + (
                 ',"size":' + str(int(size)) + "}" if size is not None else "}"
             )
-        head = '{"lfn":"' + lfn + '","sources":[' if _SAFE(lfn) else (
-            '{"lfn":' + _js(lfn) + ',"sources":['
+        head = (
+            '{"lfn":"' + lfn + '","sources":['
+            if _SAFE(lfn)
+            else ('{"lfn":' + _js(lfn) + ',"sources":[')
         )
         if pj >= 0 and pj != j and self.kept[pj]:
             return head + self._staging(self.b.site_of(pj)).source(lfn) + "]" + tail
@@ -252,9 +254,13 @@ class SpecJSON:
             return head + "]" + tail
         if len(reps) == 1:
             r_site, pfn, sha, prio = reps[0]
-            return head + _source(pfn, r_site, prio, site) + "]" + _sha(
-                sha or rc.checksums.get(lfn)
-            ) + tail
+            return (
+                head
+                + _source(pfn, r_site, prio, site)
+                + "]"
+                + _sha(sha or rc.checksums.get(lfn))
+                + tail
+            )
         sha = None
         for r in reps:
             if r[2]:
@@ -336,8 +342,11 @@ class SpecJSON:
             for std in (job.stdout, job.stderr):
                 if std is not None and lfns[std] not in have:
                     outputs.append(
-                        '{"lfn":' + _js(lfns[std]) + ',"destinations":['
-                        + stage.destination(lfns[std]) + "]}"
+                        '{"lfn":'
+                        + _js(lfns[std])
+                        + ',"destinations":['
+                        + stage.destination(lfns[std])
+                        + "]}"
                     )
         parts = [frame.head, ',"id":', _js(job.id), frame.after_id]
         if job.arguments:

@@ -9,6 +9,17 @@ hooks, an unknown key, a value the builder would reject) is *refused*, and the
 caller reads that job with a real YAML parser and the general builder instead.
 So the strict reader only ever decides cases whose outcome is certain, and it
 produces what the general path would (the tests compare the two).
+
+It has two tiers. :func:`scan_jobs` and :func:`scan_deps` first run one regular
+expression over a whole batch (:data:`FAST_JOB`, :data:`FAST_DEP`) that accepts
+only items whose every value is a *token*: letters, digits and ``_./-``,
+starting with a letter, ``_``, ``/`` or ``-`` and a letter, and not a short word
+that starts like a YAML 1.1 boolean or null (``yes``, ``No``, ``off``, ``null``,
+... and, to keep the test cheap, every word of up to five letters starting with
+one of ``yYnNtTfFoO``). Every YAML parser reads such a token as the string it
+is, so these items need no check at all. The items in between go through
+:func:`parse_job` / :func:`parse_dep`, which check each scalar (:func:`plain`),
+and what those refuse goes to a YAML parser.
 """
 
 from __future__ import annotations
@@ -23,6 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEP",
+    "FAST_DEP",
+    "FAST_JOB",
     "JOB",
     "apply_dep",
     "apply_job",
@@ -30,6 +43,8 @@ __all__ = [
     "parse_job",
     "plain",
     "scan",
+    "scan_deps",
+    "scan_jobs",
 ]
 
 JOB = re.compile(
@@ -48,6 +63,41 @@ JOB = re.compile(
     r"(  metadata:\n(?:    [^\n]*\n)+)?"
 )
 DEP = re.compile(r"- id: ([^\n]*)\n  children:(?: \[\]\n|\n((?:  - [^\n]*\n)*))")
+
+# -- the first tier: items made of tokens only ---------------------------------------
+
+#: not a word a YAML 1.1 parser could read as a boolean or null (and some more)
+_NOT_WORD = r"(?![yYnNtTfFoO][a-zA-Z]{0,4}\n)"
+#: a scalar that every YAML parser reads as itself, a string (see the module doc)
+_TOKEN = _NOT_WORD + r"(?:[A-Za-z_/]|-(?=[A-Za-z_]))[A-Za-z0-9_./-]*"
+#: a token that is also a valid job id
+_ID_TOKEN = _NOT_WORD + r"[A-Za-z_][-0-9A-Za-z_]*"
+_USE_FLAG_LINE = (
+    r"    (?:(?:stageOut|registerReplica|optional|executable|bypass): (?:true|false)"
+    r"|size: -?(?:0|[1-9][0-9]*))\n"
+)
+FAST_JOB = re.compile(
+    r"^- type: job\n"
+    rf"(?:  namespace: ({_TOKEN})\n)?"
+    rf"(?:  version: ({_TOKEN})\n)?"
+    rf"  name: ({_TOKEN})\n"
+    rf"  id: ({_ID_TOKEN})\n"
+    rf"(?:  stdin: ({_TOKEN})\n)?"
+    rf"(?:  stdout: ({_TOKEN})\n)?"
+    rf"(?:  stderr: ({_TOKEN})\n)?"
+    rf"(?:  nodeLabel: ({_TOKEN})\n)?"
+    rf"  arguments:(?: \[\]\n|\n((?:  - {_TOKEN}\n)*))"
+    r"  uses:(?: \[\]\n|\n("
+    rf"(?:  - lfn: {_TOKEN}\n    type: (?:input|output|inout|checkpoint|none)\n"
+    rf"(?:{_USE_FLAG_LINE})*)*))"
+    r"(?=-|\Z)",
+    re.M,
+)
+_FAST_USE = re.compile(r"  - lfn: ([^\n]*)\n    type: ([a-z]*)\n((?:    [^\n]*\n)*)")
+FAST_DEP = re.compile(
+    rf"^- id: ({_ID_TOKEN})\n  children:(?: \[\]\n|\n((?:  - {_ID_TOKEN}\n)*))(?=-|\Z)",
+    re.M,
+)
 
 _WORDS = frozenset(
     "yes Yes YES no No NO true True TRUE false False FALSE on On ON off Off OFF"
@@ -254,46 +304,53 @@ def parse_job(m: re.Match) -> tuple | None:
     return (jid, name, namespace, version, args, uses, stdio, prof, label, md)
 
 
-def apply_job(r: _Reader, rec: tuple) -> bool:
-    """Add the job of a :func:`parse_job` record to the reader's workflow."""
-    jid, name, namespace, version, args, parsed, stdio, prof, label, md = rec
+def apply_job(r: _Reader, entries: list[tuple], i: int) -> int:
+    """Add the jobs of :func:`parse_job` records ``entries[i:]`` to the reader's workflow,
+    up to the first refused one; return its index (``len(entries)``: all added)."""
     names = r.names
-    name = names.setdefault(name, name)
-    if namespace is not None:
-        namespace = names.setdefault(namespace, namespace)
-    if version is not None:
-        version = names.setdefault(version, version)
-    if prof is not None:
-        prof = r._profiles(prof, jid) or None
     wf = r.wf
     lfn_index = wf.lfn_index
     lfns = wf.lfns
-    uses = []
-    for lfn, t, flags, size in parsed:
-        idx = lfn_index.get(lfn)
-        if idx is None:
-            idx = len(lfns)
-            lfns.append(lfn)
-            lfn_index[lfn] = idx
-        if flags is None and size is None:
-            uses.append(Use(idx, t))
-        else:
-            f = flags or _DEFAULTS
-            uses.append(Use(idx, t, f[0], f[1], f[2], f[3], f[4], size))
-    if stdio is not None:
-        r.add(jid, name, namespace, version, args, uses, stdio, prof, label, "job", md)
-        return True
-    # r.add without the stdio part, inline: this runs a million times
     job_index = wf.job_index
-    if jid in job_index:
-        r._duplicate(jid)
     jobs = wf.jobs
-    job_index[jid] = len(jobs)
-    jobs.append(
-        Job(jid, name, namespace, version, args, uses, None, None, None, prof, label, "job", md)
-    )
-    wf.children.append([])
-    return True
+    children = wf.children
+    n = len(entries)
+    while i < n:
+        rec = entries[i]
+        if rec[0] is None:  # refused: (None, start, end)
+            return i
+        jid, name, namespace, version, args, parsed, stdio, prof, label, md = rec
+        i += 1
+        name = names.setdefault(name, name)
+        if namespace is not None:
+            namespace = names.setdefault(namespace, namespace)
+        if version is not None:
+            version = names.setdefault(version, version)
+        if prof is not None:
+            prof = r._profiles(prof, jid) or None
+        uses = []
+        for lfn, t, flags, size in parsed:
+            k = len(lfns)
+            idx = lfn_index.setdefault(lfn, k)
+            if idx == k:
+                lfns.append(lfn)
+            if flags is None and size is None:
+                uses.append(Use(idx, t))
+            else:
+                f = flags or _DEFAULTS
+                uses.append(Use(idx, t, f[0], f[1], f[2], f[3], f[4], size))
+        if stdio is not None:
+            r.add(jid, name, namespace, version, args, uses, stdio, prof, label, "job", md)
+            continue
+        # r.add without the stdio part, inline: this runs a million times
+        if jid in job_index:
+            r._duplicate(jid)
+        job_index[jid] = len(jobs)
+        jobs.append(
+            Job(jid, name, namespace, version, args, uses, None, None, None, prof, label, "job", md)
+        )
+        children.append([])
+    return i
 
 
 def parse_dep(m: re.Match) -> tuple | None:
@@ -314,21 +371,117 @@ def parse_dep(m: re.Match) -> tuple | None:
     return (pid, kids)
 
 
-def apply_dep(r: _Reader, rec: tuple) -> bool:
-    """Add the edges of a :func:`parse_dep` record; False (nothing added) for unknown ids."""
+def apply_dep(r: _Reader, entries: list[tuple], i: int) -> int:
+    """Add the edges of :func:`parse_dep` records ``entries[i:]`` up to the first refused
+    one, or one that names an unknown job (nothing of it added); return its index."""
     job_index = r.wf.job_index
-    pid, kids = rec
-    p = job_index.get(pid)
-    if p is None:
-        return False  # the general path reports it, with its line
-    out = []
-    for c in kids:
-        ci = job_index.get(c)
-        if ci is None:
-            return False
-        out.append(ci)
-    r.wf.children[p].extend(out)
-    return True
+    children = r.wf.children
+    n = len(entries)
+    while i < n:
+        rec = entries[i]
+        if rec[0] is None:  # refused: (None, start, end)
+            return i
+        pid, kids = rec
+        p = job_index.get(pid)
+        if p is None:
+            return i  # the general path reports it, with its line
+        out = []
+        for c in kids:
+            ci = job_index.get(c)
+            if ci is None:
+                return i
+            out.append(ci)
+        children[p].extend(out)
+        i += 1
+    return i
+
+
+_FLAG_BLOCKS: dict[str, tuple[list[bool] | None, int | None]] = {"": (None, None)}
+
+
+def _flags(block: str) -> tuple[list[bool] | None, int | None]:
+    """(flags, size) from the lines after a use's type (as :func:`parse_job` has them)."""
+    hit = _FLAG_BLOCKS.get(block)
+    if hit is not None:
+        return hit
+    flags = None
+    size = None
+    for line in block[4:-1].split("\n    "):
+        known = _USE_LINES.get(line)
+        if known is None:  # size: N (FAST_JOB let nothing else through)
+            size = int(line[6:])
+            continue
+        i, v = known
+        if v is not _DEFAULTS[i]:
+            if flags is None:
+                flags = [True, True, False, False, False]
+            flags[i] = v
+    if size is None and len(_FLAG_BLOCKS) < 1000:
+        _FLAG_BLOCKS[block] = (flags, None)
+    return flags, size
+
+
+def _fast_job(m: re.Match, names: dict[str, str]) -> tuple:
+    """The :func:`parse_job` record of a :data:`FAST_JOB` match."""
+    ns, ver, name, jid, stdin, stdout, stderr, label, args_t, uses_t = m.groups()
+    # one object per distinct name: marshal then sends it once per batch
+    name = names.setdefault(name, name)
+    stdio = None
+    if stdin is not None or stdout is not None or stderr is not None:
+        stdio = [stdin, stdout, stderr]
+    uses = []
+    if uses_t:
+        types = USE_TYPES
+        for lfn, t, block in _FAST_USE.findall(uses_t):
+            if block:
+                flags, size = _flags(block)
+                uses.append((lfn, types[t], flags, size))
+            else:
+                uses.append((lfn, types[t], None, None))
+    return (
+        jid,
+        name,
+        ns,
+        ver,
+        args_t[4:-1].split("\n  - ") if args_t else [],
+        uses,
+        stdio,
+        None,
+        label,
+        None,
+    )
+
+
+def scan_jobs(text: str, bs: int, be: int) -> list[tuple]:
+    """:func:`scan` of jobs, with the token-only tier first."""
+    out: list[tuple] = []
+    pos = bs
+    names: dict[str, str] = {}
+    for m in FAST_JOB.finditer(text, bs, be):
+        s = m.start()
+        if s != pos:  # whole items between: the checking tier
+            out.extend(scan(text, pos, s, JOB, parse_job))
+        out.append(_fast_job(m, names))
+        pos = m.end()
+    if pos < be:
+        out.extend(scan(text, pos, be, JOB, parse_job))
+    return out
+
+
+def scan_deps(text: str, bs: int, be: int) -> list[tuple]:
+    """:func:`scan` of jobDependencies entries, with the token-only tier first."""
+    out: list[tuple] = []
+    pos = bs
+    for m in FAST_DEP.finditer(text, bs, be):
+        s = m.start()
+        if s != pos:
+            out.extend(scan(text, pos, s, DEP, parse_dep))
+        pid, kids = m.groups()
+        out.append((pid, kids[4:-1].split("\n  - ") if kids else []))
+        pos = m.end()
+    if pos < be:
+        out.extend(scan(text, pos, be, DEP, parse_dep))
+    return out
 
 
 def scan(text: str, bs: int, be: int, pattern: re.Pattern, parse: Any) -> list[tuple]:

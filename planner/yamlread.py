@@ -296,14 +296,19 @@ def split_document(text: str) -> list[Block]:
     return blocks
 
 
+_ITEM0 = re.compile(r"\n-(?:[ ]|$)", re.M)
+
+
 def iter_items(
-    text: str, start: int, end: int, line: int, batch: int
+    text: str, start: int, end: int, line: int, batch: int, size: int = 0
 ) -> Iterator[tuple[int, int, int, int]]:
     """Batches of the items of a block sequence in ``text[start:end]``.
 
     ``line`` is the 1-based line at ``start``. Yields ``(batch_start, batch_end,
     first_line, count)``; raises :class:`Irregular` when the block holds anything but
     items at one indentation (and comments or blank lines before the first).
+    With ``size``, a sequence at column 0 is cut into batches of about ``size``
+    characters instead (whole items; ``count`` is then 0: not counted).
     """
     pos = start
     # skip blank and comment lines before the first item
@@ -332,6 +337,17 @@ def iter_items(
         if outdent.search(text, pos, end):
             raise Irregular("a line outdented from the sequence")
     first = pos
+    if size and not indent:
+        # item starts are the lines that start with "- " (or are "-"): jump, then find one
+        while True:
+            m = _ITEM0.search(text, min(first + size, end) - 1, end) if first + size < end else None
+            if m is None:
+                yield first, end, line, 0
+                return
+            s = m.start() + 1
+            yield first, s, line, 0
+            line += text.count("\n", first, s)
+            first = s
     count = 0
     for m in item.finditer(text, pos, end):
         count += 1

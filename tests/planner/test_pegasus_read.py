@@ -892,3 +892,38 @@ def test_20k_jobs_in_bounded_time(tmp_path: Path) -> None:
     assert wf.children[0] == [1, 2] and wf.children[9999] == [19999]
     # yaml-rs reads this in ~1 s of CPU; PyYAML alone needs ~10 s
     assert took < (15 if yamlread.fast_available() else 60), took
+
+
+TOKENS = [
+    "no", "nose", "No", "NOPE", "nopes", "off", "Off", "on", "onto", "y", "n", "t", "f", "o",
+    "yes", "true", "false", "null", "Null", "~", "-x", "-1", "-", "--x", "/a/b", "_x", "a.b",
+    "a-b_c.d/e", "x:", "a1", "f0.in", "ID0000001", "J-1", ".x", "1a", "tRuE", "nullx", "offer",
+]
+
+
+def test_token_tier_reads_what_the_checking_tier_reads() -> None:
+    """strictread's first tier (one regex per batch) gives parse_job's records exactly."""
+    import random
+
+    from ferry.planner import strictread as strict
+
+    rng = random.Random(6)
+    fast_items = 0
+    for _ in range(60):
+        text = random_workflow(rng, 0.05)
+        for tok in rng.sample(TOKENS, 6):  # words near the token tier's edge, as values
+            text = text.replace("abc", tok, 1).replace("x.y", tok, 1)
+        start = text.index("jobs:\n") + 6
+        fast = strict.scan_jobs(text, start, len(text))
+        slow = strict.scan(text, start, len(text), strict.JOB, strict.parse_job)
+        assert fast == slow, text
+        fast_items += sum(
+            1 for _m in strict.FAST_JOB.finditer(text, start, len(text))
+        )
+    assert fast_items > 50
+    triples = zip(TOKENS[:-2], TOKENS[1:-1], TOKENS[2:], strict=True)
+    deps = "".join(f"- id: {a}\n  children:\n  - {b}\n  - {c}\n" for a, b, c in triples)
+    deps += "- id: z\n  children: []\n"
+    fast = strict.scan_deps(deps, 0, len(deps))
+    assert fast == strict.scan(deps, 0, len(deps), strict.DEP, strict.parse_dep)
+    assert fast[-1] == ("z", [])

@@ -158,7 +158,9 @@ def workflow_text(n: int) -> str:
         if k == 0:
             s += f"  - lfn: x{i} y.dat\n    type: output\n    stageOut: false\n"
         if k == 5:
-            s += "  profiles:\n    env:\n      JOBVAR: x\n    selector:\n      execution.site: hpc\n"
+            s += (
+                "  profiles:\n    env:\n      JOBVAR: x\n    selector:\n      execution.site: hpc\n"
+            )
         if k == 6:
             s += "  profiles:\n    pegasus:\n      checkpoint.time: 2\n"
         out.append(s)
