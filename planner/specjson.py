@@ -48,7 +48,8 @@ _ENCODE = msgspec.json.Encoder().encode
 #: printable ASCII but '"' and '\': such a string is its own JSON body
 _SAFE = re.compile(r"[ !#-\[\]-~]*").fullmatch
 #: LFNs a Location writes as they are (sites._PLAIN); also JSON-safe
-_PLAIN = re.compile(r"[A-Za-z0-9_.\-/]+")
+_PLAIN = re.compile(r"[A-Za-z0-9_.\-/]+").fullmatch
+_PLAIN_ALL = re.compile(r"[A-Za-z0-9_.\-/]*").fullmatch
 #: the JobSpec fields that differ from job to job of one template
 _PER_JOB = ("id", "arguments", "stdin", "stdout", "stderr", "inputs", "outputs", "checkpoints")
 
@@ -117,8 +118,10 @@ class _Where:
 
     def __init__(self, loc: Location) -> None:
         self.loc = loc
-        self.get_prefix = '{"url":"' + loc.get_url + "/" if _SAFE(loc.get_url) else None
-        self.put_prefix = '{"url":"' + loc.put_url + "/" if _SAFE(loc.put_url) else None
+        # JSON escapes character by character: the JSON of prefix + LFN is the prefix's
+        # (without its closing quote) + the LFN, for an LFN that needs no escaping
+        self.get_prefix = '{"url":' + _js(loc.get_url + "/")[:-1]
+        self.put_prefix = '{"url":' + _js(loc.put_url + "/")[:-1]
         # SourceURL(url, priority=PRIO_FILE, site=loc.site) after its url
         site = "" if loc.site is _SITE_DEFAULT_SRC else ',"site":' + _js(loc.site)
         self.src_suffix = '","priority":' + _float(PRIO_FILE) + site + "}"
@@ -127,13 +130,17 @@ class _Where:
 
     def source(self, lfn: str) -> str:
         """SourceURL(url=loc.get(lfn), priority=PRIO_FILE, site=loc.site) as JSON."""
-        if self.get_prefix is not None and _PLAIN.fullmatch(lfn) and lfn[0] != "/":
+        if _PLAIN(lfn) and lfn[0] != "/":
             return self.get_prefix + lfn + self.src_suffix
         return '{"url":' + _js(self.loc.get(lfn)) + self.src_suffix[1:]
 
+    def source_pieces(self) -> list[str]:
+        """Input(lfn=L, sources=[source(L)]) cut at L (for a plain L)."""
+        return ['{"lfn":"', '","sources":[' + self.get_prefix, self.src_suffix + "]}"]
+
     def destination(self, lfn: str) -> str:
         """Destination(url=loc.put(lfn), site=loc.site) as JSON."""
-        if self.put_prefix is not None and _PLAIN.fullmatch(lfn) and lfn[0] != "/":
+        if _PLAIN(lfn) and lfn[0] != "/":
             return self.put_prefix + lfn + '"' + self.dest_suffix
         return '{"url":' + _js(self.loc.put(lfn)) + self.dest_suffix
 
@@ -184,12 +191,143 @@ class SpecJSON:
         self.kept = builder.kept
         self.staged = builder.staged
         self.no_tc = not builder.has_tc
+        # plain mode: every LFN is a plain relative path and every id JSON-safe (checked in
+        # one go): then URLs are prefix + LFN and the JSON of a use is LFN.join(pieces)
+        self.plain = (
+            self.enabled
+            and not self.no_tc
+            and _PLAIN_ALL("".join(self.lfns)) is not None
+            and _SAFE("".join([job.id for job in self.jobs])) is not None
+        )
+        self._src_pieces: dict[str, list[str]] = {}
+        self._out_pieces: dict[tuple[str, bool, bool, bool], list[str]] = {}
+        self._rep_parts: dict[tuple[int, str], tuple[str, str]] = {}
 
     def __call__(self, j: int) -> bytes:
-        text = self._spec(j, self.jobs[j]) if self.enabled else None
+        job = self.jobs[j]
+        text = None
+        if self.plain:
+            text = self._spec_plain(j, job)
+        if text is None and self.enabled:
+            text = self._spec(j, job)
         if text is None:
             return _ENCODE(self.b.build(j))
         return text.encode()
+
+    # -- plain mode -----------------------------------------------------------------
+
+    def _spec_plain(self, j: int, job: Any) -> str | None:
+        """The common case, faster: inputs and outputs of plain LFNs, no stdio, no
+        checkpoints, no per-use executable or size, one replica (or a producer) per
+        input; None for anything else (then :meth:`_spec`)."""
+        if job.stdin is not None or job.stdout is not None or job.stderr is not None:
+            return None
+        b = self.b
+        t = b.template(j)
+        frame = self._frame(t)
+        if frame is None:  # pragma: no cover
+            return None
+        site = t.labels["site"]
+        lfns = self.lfns
+        producer = self.producer
+        kept = self.kept
+        staged = self.staged
+        inputs = [frame.stage] if frame.stage is not None else []
+        outputs = []
+        for u in job.uses:
+            t_ = u.type
+            li = u.lfn
+            if t_ == USE_INPUT or t_ == USE_INOUT:
+                if u.executable or u.size is not None:
+                    return None
+                pj = producer[li]
+                if pj >= 0 and pj != j and kept[pj]:
+                    psite = b.site_of(pj)
+                    pieces = self._src_pieces.get(psite)
+                    if pieces is None:
+                        pieces = self._src_pieces[psite] = self._staging(psite).source_pieces()
+                    inputs.append(lfns[li].join(pieces))
+                else:
+                    inp = self._replica_input(lfns[li], site)
+                    if inp is None:
+                        return None
+                    inputs.append(inp)
+            if t_ == USE_OUTPUT or t_ == USE_INOUT:
+                key = (site, bool(staged[li]), u.stage_out, u.optional)
+                pieces = self._out_pieces.get(key)
+                if pieces is None:
+                    pieces = self._out_pieces[key] = self._output_pieces(*key)
+                outputs.append(lfns[li].join(pieces))
+            elif t_ == USE_CHECKPOINT:
+                return None
+        parts = [frame.head, ',"id":"', job.id, '"', frame.after_id]
+        if job.arguments:
+            parts.append(',"arguments":')
+            parts.append(_ENCODE(job.arguments).decode())
+        parts.append(frame.after_args)
+        if inputs:
+            parts.append(',"inputs":[')
+            parts.append(",".join(inputs))
+            parts.append("]")
+        if outputs:
+            parts.append(',"outputs":[')
+            parts.append(",".join(outputs))
+            parts.append("]")
+        parts.append(frame.tail)
+        return "".join(parts)
+
+    def _output_pieces(self, site: str, staged: bool, stage_out: bool, optional: bool) -> list[str]:
+        """Output(lfn=L, ...) as JSON cut at L: what :meth:`_spec` writes for a plain L."""
+        dests = [self._staging(site)] if staged else []
+        if stage_out:
+            dests.extend(self._outs)
+        end = ',"required":false}' if optional else "}"
+        if not dests:
+            return ['{"lfn":"', '"' + end]
+        pieces = ['{"lfn":"', '","destinations":[']
+        for k, w in enumerate(dests):
+            pieces[-1] += ("," if k else "") + w.put_prefix
+            pieces.append('"' + w.dest_suffix)
+        pieces[-1] += "]" + end
+        return pieces
+
+    def _replica_input(self, lfn: str, site: str) -> str | None:
+        """Input(lfn) from its one replica, a regex entry's, with a plain path as PFN."""
+        rc = self.rc
+        if rc.entries and lfn in rc.entries:
+            return None
+        found = None
+        for pattern, reps in rc.regex:
+            m = pattern.fullmatch(lfn)
+            if m is None:
+                continue
+            if found is not None or len(reps) != 1:
+                return None
+            found = (m, reps[0])
+        if found is None:
+            return None
+        m, r = found
+        if r.sha256 or rc.checksums.get(lfn):
+            return None
+        parts = _pfn_parts(r.pfn)
+        groups = (m.group(0), *m.groups())
+        pfn = "".join(
+            p if isinstance(p, str) else ((groups[p] or "") if p < len(groups) else f"[{p}]")
+            for p in parts
+        )
+        # to_url's own test for a path that is its URL after file://
+        if pfn[:1] != "/" or not _PLAIN(pfn) or "/." in pfn or "//" in pfn:
+            return None
+        key = (id(r), site)
+        around = self._rep_parts.get(key)
+        if around is None:
+            pr = float(r.priority) if r.priority is not None else PRIO_FILE
+            tail = ',"site":' + _js(r.site) if r.site is not _SITE_DEFAULT_SRC else ""
+            around = self._rep_parts[key] = (
+                '","sources":[{"url":"file://',
+                '","priority":' + _float(pr) + tail + "}]}",
+            )
+        return '{"lfn":"' + lfn + around[0] + pfn + around[1]
 
     # -- pieces ------------------------------------------------------------------
 
