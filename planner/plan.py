@@ -40,7 +40,7 @@ from ferry.worker.jobspec import SourceURL
 from . import profiles as prof
 from .graph import Graph, PlanError, build_graph, job_inputs, job_outputs
 from .model import USE_CHECKPOINT, USE_INOUT, USE_INPUT, USE_OUTPUT, Workflow
-from .rundir import PLAN_VERSION, SHARD, CleanupAction, ClusterFile, Plan, PlanJob, Register, RunDir
+from .rundir import PLAN_VERSION, SHARD, CleanupAction, ClusterFile, Plan, PlanJob, RunDir
 from .sites import SiteLayout, resolve_sites
 from .specjson import SpecJSON
 from .specs import SpecBuilder
@@ -177,7 +177,7 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
     pruned_ids: list[str] = []
     if not options.force:
         pruned_ids = _reuse(wf, graph, builder, layout, kept, options.reuse_output_site)
-    staged = _staged(wf, graph, kept)
+    staged, builder.has_checkpoints = _staged(wf, graph, kept)
     builder.staged = staged
     mark("reuse")
 
@@ -202,10 +202,11 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
     gparents = graph.parents
     jobs = wf.jobs
     template = builder.template
+    by_job = builder.templates()
     register_of = builder.register
     for e, members in enumerate(entries):
         j0 = members[0]
-        t = template(j0)
+        t = by_job[j0]
         labels = t.labels
         eid = ids[e]
         if len(members) == 1:
@@ -220,7 +221,7 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
             )
             register = register_of(j0)
             if register:
-                pj.register = [Register(*r) for r in register]
+                pj.register = register
         else:
             pe = sorted({entry_of[p] for j in members for p in gparents[j] if kept[p]} - {e})
             pj = PlanJob(
@@ -231,7 +232,7 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
                 parents=[ids[p] for p in pe],
                 members=[jobs[j].id for j in members],
                 site=labels["site"],
-                register=[Register(*r) for j in members for r in register_of(j)],
+                register=[r for j in members for r in register_of(j)],
             )
         if profiles_of is not None:
             pj.profiles = profiles_of(j0)
@@ -245,8 +246,9 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
     os.makedirs(rd.join("jobs"), exist_ok=True)
     offsets = _write_specs(rd, wf, builder, entries, ids, options.writers, packed)
     if packed:
+        shards = [rd.pack_path(k) + "@" for k in range(-(-len(plan_jobs) // SHARD))]
         for e, pj in enumerate(plan_jobs):
-            pj.spec = f"{rd.pack_path(e // SHARD)}@{offsets[e]}"
+            pj.spec = shards[e // SHARD] + str(offsets[e])
     mark("specs")
     warnings.extend(builder.warnings)
     plan = Plan(
@@ -362,12 +364,28 @@ def has_replica(rc, lfn: str) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
+_DOTDOT = re.compile(r"(?:^|\x00|/)\.\.(?:/|\x00|\Z)")
+
+
+def _all_lfns_good(lfns: list[str]) -> bool:
+    """Whether no LFN is empty, absolute or has a '..' part: a few searches over them all."""
+    text = "\x00".join(lfns)
+    if text.count("\x00") != len(lfns) - 1:
+        return False  # an LFN holds NUL itself: look at each
+    if not text or text[0] in "/\x00" or text[-1] == "\x00":
+        return False
+    if "\x00/" in text or "\x00\x00" in text:
+        return False
+    return ".." not in text or _DOTDOT.search(text) is None
+
+
 def _validate(wf: Workflow, graph: Graph, builder: SpecBuilder, kept: bytearray) -> None:
     errors: list[str] = []
     rc = wf.replica_catalog
     lfns = wf.lfns
     producer = graph.producer
-    checked_lfn = bytearray(len(lfns))
+    # LFNs checked one by one only when the search over all of them finds a bad one
+    checked_lfn = b"\x01" * len(lfns) if _all_lfns_good(lfns) else bytearray(len(lfns))
     bad_tx: dict[str, list[str]] = {}  # one message per transformation, naming its jobs
     good_tx: set[str] = set()
     per_job = not builder.has_tc  # without a catalog the job's own inputs count
@@ -517,15 +535,20 @@ def _reuse(
     return ids
 
 
-def _staged(wf: Workflow, graph: Graph, kept: bytearray) -> bytearray:
-    """Which files go to staging: those a planned job reads, and outputs not staged out."""
+def _staged(wf: Workflow, graph: Graph, kept: bytearray) -> tuple[bytearray, bool]:
+    """Which files go to staging: those a planned job reads, and outputs not staged out.
+    And whether any job (planned or not) has a checkpoint file."""
     staged = bytearray(len(wf.lfns))
     producer = graph.producer
+    checkpoints = False
     for j, job in enumerate(wf.jobs):
         if not kept[j]:
+            checkpoints = checkpoints or any(u.type == USE_CHECKPOINT for u in job.uses)
             continue
         for u in job.uses:
             t = u.type
+            if t == USE_CHECKPOINT:
+                checkpoints = True
             if t == USE_INPUT or t == USE_INOUT:
                 p = producer[u.lfn]
                 if p >= 0 and p != j and kept[p]:
@@ -540,7 +563,7 @@ def _staged(wf: Workflow, graph: Graph, kept: bytearray) -> bytearray:
         for x in (job.stdout, job.stderr):
             if x is not None and not any(u.lfn == x for u in job.uses):
                 staged[x] = 1  # synthesized uses are not staged out
-    return staged
+    return staged, checkpoints
 
 
 def _cluster_setting(builder: SpecBuilder, j: int) -> tuple[int | None, int | None]:
@@ -559,10 +582,9 @@ def _entries(
             by_level.setdefault(level[j], []).append(j)
     entries: list[list[int]] = []
     if cluster:
-        tmpl = builder.template
+        templates = {id(t): t for t in builder.templates() if t is not None}
         cluster = any(
-            t.clusters_size is not None or t.clusters_num is not None
-            for t in (tmpl(j) for j in range(len(wf.jobs)) if kept[j])
+            t.clusters_size is not None or t.clusters_num is not None for t in templates.values()
         )
     for lv in sorted(by_level):
         jobs = by_level[lv]
@@ -635,7 +657,7 @@ def _cleanup(
     producer = graph.producer
     layout = builder.layout
     lfns = wf.lfns
-    has_checkpoints = any(u.type == USE_CHECKPOINT for job in wf.jobs for u in job.uses)
+    has_checkpoints = builder.has_checkpoints
     if not any(staged) and not has_checkpoints:
         return []
     # who reads each staged file (plan entries)

@@ -65,6 +65,7 @@ from .model import (
     TransformationSite,
     Workflow,
 )
+from .rundir import Register
 from .sites import SiteLayout, to_url
 
 __all__ = ["Executable", "SpecBuilder", "replica_sources", "timeouts"]
@@ -183,6 +184,8 @@ class SpecBuilder:
         self._merged: dict[tuple[str, str], Profiles] = {}
         self._templates: dict[tuple[str, str, int], _Template] = {}
         self._by_job: list[_Template | None] = [None] * len(wf.jobs)
+        #: whether any job has a checkpoint file (set by the planner's staging pass)
+        self.has_checkpoints = False
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self._which: dict[str, bool] = {}
@@ -330,6 +333,26 @@ class SpecBuilder:
     def _retries(self, p: Profiles, where: str) -> int:
         n = prof.get_int(p, "dagman", "retry", where=where)
         return self.default_retries if n is None else max(0, n)
+
+    def templates(self) -> list[_Template | None]:
+        """The template of every kept job, by job index (None for the others)."""
+        by_job = self._by_job
+        kept = self.kept
+        seen: dict[tuple, _Template] = {}
+        job_site = self.job_site
+        site = self.layout.compute_sites[0]
+        for j, job in enumerate(self.wf.jobs):
+            if by_job[j] is not None or not kept[j]:
+                continue
+            if job_site is not None:
+                site = job_site[j]
+            p = job.profiles
+            key = (job.name, job.namespace, job.version, site, id(p) if p else 0)
+            t = seen.get(key)
+            if t is None:
+                t = seen[key] = self._template(job, site)
+            by_job[j] = t
+        return by_job
 
     def template(self, j: int) -> _Template:
         """The template of job ``j`` (cached per job)."""
@@ -493,13 +516,13 @@ class SpecBuilder:
             spec.transfer = t.transfer
         return spec
 
-    def register(self, j: int) -> list[tuple[str, str, str]]:
-        """(lfn, url, site) of the job's outputs for the output replica catalog.
+    def register(self, j: int) -> list[Register]:
+        """The job's outputs for the output replica catalog (``replicas.out.yml``).
 
         Only files staged out are registered: their output-site location (the
         first output site's).
         """
-        out: list[tuple[str, str, str]] = []
+        out: list[Register] = []
         if not self.layout.outputs:
             return out
         first = self.layout.outputs[0]
@@ -508,7 +531,7 @@ class SpecBuilder:
             t = u.type
             if (t == USE_OUTPUT or t == USE_INOUT) and u.register_replica and u.stage_out:
                 lfn = lfns[u.lfn]
-                out.append((lfn, first.get(lfn), first.site))
+                out.append(Register(lfn, first.get(lfn), first.site))
         return out
 
 

@@ -581,3 +581,14 @@ def test_output_replica_catalog_survives_a_torn_entry(tmp_path: Path) -> None:
     model = load_workflow(tmp_path / "rcread.yml", replica_files=[str(path)], cwd=tmp_path)
     assert model.replica_catalog.entries["c"][0].pfn == "s3://bucket/c"
     assert model.replica_catalog.checksums["a b.txt"] == "ab" * 32
+
+
+def test_lfns_checked_in_one_go_as_one_by_one() -> None:
+    from ferry.planner.plan import _all_lfns_good, _bad_lfn
+
+    cases = ["a", "/a", "", "..", "a/..", "a/../b", "..a", "a..", "a/..b", "b/..", "x\n", ".", "/"]
+    for c in cases:
+        for others in ([], ["ok"], ["ok", "..x"]):
+            for lfns in (others + [c], [c] + others):
+                assert _all_lfns_good(lfns) == (not any(_bad_lfn(x) for x in lfns)), lfns
+    assert not _all_lfns_good(["a\x00b"])  # NUL inside: looked at one by one
