@@ -37,7 +37,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from ._httpwire import Body, Key, WirePool, wire_error
+from ._httpwire import Body, ConnectFailed, Key, WirePool, wire_error
 from .errors import IncompleteTransfer, TransferError, TransientError
 from .protocol import Sink
 from .url import URL
@@ -207,7 +207,7 @@ class RangedDownload:
                 if conn is not None:
                     conn.close()
                 raise
-            except (OSError, http.client.HTTPException, ValueError) as exc:
+            except (OSError, http.client.HTTPException, ValueError, ConnectFailed) as exc:
                 if conn is not None:
                     conn.close()
                 error = exc

@@ -54,6 +54,7 @@ from .url import URL, redact
 
 __all__ = [
     "Body",
+    "ConnectFailed",
     "WirePool",
     "basic_auth_header",
     "map_wire_exceptions",
@@ -225,7 +226,7 @@ def _readable(sock: Any) -> bool:
         return True
 
 
-class _ConnectFailed(Exception):
+class ConnectFailed(Exception):
     """Wraps an exception raised while connecting, so the mapping can say so."""
 
 
@@ -234,7 +235,7 @@ def _connect(conn: http.client.HTTPConnection) -> None:
         conn.connect()
     except (OSError, ValueError) as exc:
         conn.close()
-        raise _ConnectFailed(exc) from exc
+        raise ConnectFailed(exc) from exc
 
 
 class Body:
@@ -275,7 +276,7 @@ def wire_error(exc: BaseException, url: URL, method: str, plugin: str) -> Transf
 
     where = f"{method} {url}"
     kw: dict[str, Any] = {"url": str(url), "plugin": plugin}
-    if isinstance(exc, _ConnectFailed):
+    if isinstance(exc, ConnectFailed):
         inner = exc.__cause__ or exc
         cause = _cause(inner, url)
         if isinstance(inner, ssl.SSLCertVerificationError):
@@ -308,5 +309,5 @@ def map_wire_exceptions(url: URL, method: str = "GET", plugin: str = "http") -> 
         yield
     except TransferError:
         raise
-    except (OSError, http.client.HTTPException, ValueError, _ConnectFailed) as exc:
+    except (OSError, http.client.HTTPException, ValueError, ConnectFailed) as exc:
         raise wire_error(exc, url, method, plugin) from exc
