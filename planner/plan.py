@@ -759,6 +759,12 @@ def _write_range(
         pos = 0
         for e2 in range(e, end):
             members = entries[e2]
+            if len(members) == 1:
+                data = spec_json(members[0]) + b"\n"
+                offsets.append(pos)
+                parts.append(data)
+                pos += len(data)
+                continue
             refs = []
             for j in members:
                 data = spec_json(j)
@@ -766,14 +772,12 @@ def _write_range(
                 parts.append(data)
                 parts.append(b"\n")
                 pos += len(data) + 1
-            if len(members) > 1:
-                data = encode(ClusterFile(version=1, id=ids[e2], members=refs))
-                offsets.append(pos)
-                parts.append(data)
-                parts.append(b"\n")
-                pos += len(data) + 1
-            else:
-                offsets.append(pos - len(parts[-2]) - 1)
+            # a cluster's line: its member list, after the members' specs
+            data = encode(ClusterFile(version=1, id=ids[e2], members=refs))
+            offsets.append(pos)
+            parts.append(data)
+            parts.append(b"\n")
+            pos += len(data) + 1
         with open(rd.join(rel), "wb") as f:
             f.write(b"".join(parts))
         e = end

@@ -202,6 +202,12 @@ class SpecJSON:
         self._src_pieces: dict[str, list[str]] = {}
         self._out_pieces: dict[tuple[str, bool, bool, bool], list[str]] = {}
         self._rep_parts: dict[tuple[int, str], tuple[str, str]] = {}
+        self._last: tuple[Any, Any, str] = (None, None, "")
+        # the regex replica entries: (fullmatch, its one replica or None, the PFN's parts)
+        self._regex = [
+            (p.fullmatch, reps[0] if len(reps) == 1 else None, _pfn_parts(reps[0].pfn))
+            for p, reps in self.rc.regex
+        ]
 
     def __call__(self, j: int) -> bytes:
         job = self.jobs[j]
@@ -224,14 +230,17 @@ class SpecJSON:
             return None
         b = self.b
         t = b.template(j)
-        frame = self._frame(t)
-        if frame is None:  # pragma: no cover
-            return None
-        site = t.labels["site"]
+        if t is not self._last[0]:  # consecutive jobs mostly share their template
+            frame = self._frame(t)
+            if frame is None:  # pragma: no cover
+                return None
+            self._last = (t, frame, t.labels["site"])
+        _, frame, site = self._last
         lfns = self.lfns
         producer = self.producer
         kept = self.kept
         staged = self.staged
+        site_of = b.site_of if b.job_site is not None else None
         inputs = [frame.stage] if frame.stage is not None else []
         outputs = []
         for u in job.uses:
@@ -242,7 +251,7 @@ class SpecJSON:
                     return None
                 pj = producer[li]
                 if pj >= 0 and pj != j and kept[pj]:
-                    psite = b.site_of(pj)
+                    psite = site_of(pj) if site_of is not None else site
                     pieces = self._src_pieces.get(psite)
                     if pieces is None:
                         pieces = self._src_pieces[psite] = self._staging(psite).source_pieces()
@@ -297,24 +306,26 @@ class SpecJSON:
         if rc.entries and lfn in rc.entries:
             return None
         found = None
-        for pattern, reps in rc.regex:
-            m = pattern.fullmatch(lfn)
-            if m is None:
+        for fullmatch, r1, parts1 in self._regex:
+            m1 = fullmatch(lfn)
+            if m1 is None:
                 continue
-            if found is not None or len(reps) != 1:
+            if found is not None or r1 is None:
                 return None
-            found = (m, reps[0])
+            found = m1, r1, parts1
         if found is None:
             return None
-        m, r = found
+        m, r, parts = found
         if r.sha256 or rc.checksums.get(lfn):
             return None
-        parts = _pfn_parts(r.pfn)
-        groups = (m.group(0), *m.groups())
-        pfn = "".join(
-            p if isinstance(p, str) else ((groups[p] or "") if p < len(groups) else f"[{p}]")
-            for p in parts
-        )
+        if len(parts) == 3 and 0 < parts[1] <= m.re.groups:  # type: ignore[operator]
+            pfn = parts[0] + (m.group(parts[1]) or "") + parts[2]  # type: ignore[operator]
+        else:
+            groups = (m.group(0), *m.groups())
+            pfn = "".join(
+                p if isinstance(p, str) else ((groups[p] or "") if p < len(groups) else f"[{p}]")
+                for p in parts
+            )
         # to_url's own test for a path that is its URL after file://
         if pfn[:1] != "/" or not _PLAIN(pfn) or "/." in pfn or "//" in pfn:
             return None
