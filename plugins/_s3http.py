@@ -24,6 +24,7 @@ import http.client
 import random
 import re
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -203,6 +204,8 @@ class Pool:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
             conn.connect()
+            # headers and body go out in two writes: do not let Nagle hold the body
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, ValueError) as exc:
             conn.close()
             raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
