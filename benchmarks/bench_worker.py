@@ -5,12 +5,25 @@ other (`/bin/cp`), run as `ferry worker JOBSPEC` in a fresh process each time.
 Reports the median wall time of many runs next to `python -c pass` and
 `/bin/cp` alone measured in the same run, so the ratio survives a noisy machine.
 
-    python benchmarks/bench_worker.py [--runs 30] [--json OUT]
+Two installs of ferry are measured:
+
+- **installed**: ferry installed from this checkout into its own venv
+  (`benchmarks/_work/worker-venv`, made on the first run, ferry reinstalled on
+  every run), as a compute node has it: a wheel, byte-code compiled by pip,
+  with only ferry's own plugins;
+- **checkout**: the development venv running this script (an editable
+  install, whose import hook costs about 20 ms per process, plus any plugins
+  installed there, such as the example plugin).
+
+The target (under 150 ms) is judged on the installed one.
+
+    python benchmarks/bench_worker.py [--runs 30] [--json OUT] [--no-install]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import json
 import os
@@ -19,13 +32,32 @@ import subprocess
 import sys
 import tempfile
 import time
+import venv
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / "benchmarks" / "_work" / "worker-venv"
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
     subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
+
+
+def installed_python() -> str:
+    """A venv with ferry installed from this checkout (not editable); ferry reinstalled."""
+    py = VENV / "bin" / "python"
+    if not py.exists():
+        print(f"making {VENV} (once) ...", file=sys.stderr)
+        venv.create(VENV, with_pip=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", str(REPO)], check=True)
+    print("installing ferry from this checkout into it ...", file=sys.stderr)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(REPO)],
+        check=True,
+    )
+    return str(py)
 
 
 def make_job(work: Path) -> Path:
@@ -57,36 +89,55 @@ def main() -> int:
     )
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--json", metavar="OUT")
+    ap.add_argument(
+        "--no-install", action="store_true", help="measure the checkout's venv only"
+    )
     args = ap.parse_args()
+    pythons = {"checkout": sys.executable}
+    if not args.no_install:
+        pythons = {"installed": installed_python(), **pythons}
+    # the checkout's byte code, as an install has it (PYTHONDONTWRITEBYTECODE may be set)
+    for part in ("plugins", "worker", "containers"):
+        compileall.compile_dir(str(REPO / part), quiet=1)
     with tempfile.TemporaryDirectory(prefix="ferry-bench-worker-") as tmp:
         work = Path(tmp)
         spec = make_job(work)
         env = {**os.environ, "FERRY_WORK_DIR": str(work)}
-        cmds = {
-            "ferry worker": [sys.executable, "-m", "ferry.worker", str(spec)],
-            "python -c pass": [sys.executable, "-c", "pass"],
-            "/bin/cp alone": ["/bin/cp", str(work / "in.dat"), str(work / "cp.dat")],
-        }
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        cmds: dict[str, list[str]] = {}
+        for label, py in pythons.items():
+            cmds[f"ferry worker ({label})"] = [py, "-m", "ferry.worker", str(spec)]
+            cmds[f"python -c pass ({label})"] = [py, "-c", "pass"]
+        cmds["/bin/cp alone"] = ["/bin/cp", str(work / "in.dat"), str(work / "cp.dat")]
         times: dict[str, list[float]] = {k: [] for k in cmds}
-        timed(cmds["ferry worker"], env)  # warm the page cache
+        for argv in cmds.values():  # warm the page cache
+            timed(argv, env)
         for _ in range(args.runs):
             for name, argv in cmds.items():  # interleaved: noise hits all alike
                 times[name].append(timed(argv, env))
         records = list((work / "records").glob("noop.*.json"))
-        assert len(records) == args.runs + 1, "every run must leave a record"
+        assert len(records) == len(pythons) * (args.runs + 1), "every run must leave a record"
         assert (work / "out" / "out.dat").read_bytes() == (work / "in.dat").read_bytes()
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{'command':<16} {'median ms':>10} {'min ms':>8} {'max ms':>8}")
+    load = os.getloadavg()[0]
+    print(f"load average at the end: {load:.1f}")
+    print(f"{'command':<26} {'median ms':>10} {'min ms':>8} {'max ms':>8}")
     for k, v in times.items():
-        print(f"{k:<16} {med[k] * 1000:>10.1f} {min(v) * 1000:>8.1f} {max(v) * 1000:>8.1f}")
-    overhead = med["ferry worker"] - med["/bin/cp alone"]
-    print(
-        f"worker overhead (median wall, process start included): {overhead * 1000:.1f} ms;"
-        f" target < 150 ms: {'met' if overhead < 0.150 else 'NOT met'}"
-    )
+        print(f"{k:<26} {med[k] * 1000:>10.1f} {min(v) * 1000:>8.1f} {max(v) * 1000:>8.1f}")
+    overhead = {}
+    for label in pythons:
+        overhead[label] = med[f"ferry worker ({label})"] - med["/bin/cp alone"]
+        print(f"worker overhead, {label} (median wall, process start included):"
+              f" {overhead[label] * 1000:.1f} ms")
+    judged = overhead.get("installed", overhead["checkout"])
+    print(f"target < 150 ms: {'met' if judged < 0.150 else 'NOT met'}")
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"runs": args.runs, "seconds": times, "median": med}, indent=1)
+            json.dumps(
+                {"runs": args.runs, "load": load, "seconds": times, "median": med,
+                 "overhead": overhead},
+                indent=1,
+            )
         )
     return 0
 

@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import importlib
 import threading
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import pluggy
-
+from . import declcache
 from .entrypoints import find_entry_points
 from .errors import FerryError, PluginError, PluginUnavailable, UnsupportedScheme
 from .protocol import Capability, Protocol, ProtocolContext, ProtocolInfo
-from .spec import PROJECT, FerrySpec
+
+if TYPE_CHECKING:
+    import pluggy
+
+#: the entry-point group and pluggy project name (as in :mod:`.spec`, which imports pluggy)
+PROJECT = "ferry"
+#: :data:`ferry.plugins.spec.API_VERSION`, part of the declaration cache's key
+API_VERSION = 1
 
 __all__ = ["LoadFailure", "ProtocolEntry", "Registry"]
 
@@ -84,23 +90,37 @@ def _missing_modules(info: ProtocolInfo) -> list[str]:
     return missing
 
 
-class _PluginManager(pluggy.PluginManager):
-    """pluggy's manager, minus the look at dunder attributes when registering.
+def _plugin_manager() -> pluggy.PluginManager:
+    import pluggy
 
-    pluggy inspects every name in ``dir(plugin)`` (with ``getattr_static``),
-    and an object's dir is mostly dunders, which can never be hook
-    implementations. Skipping them halves the cost of discovery, which the
-    worker pays for every job.
-    """
+    from .spec import FerrySpec
 
-    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
-        if name.startswith("__") and name.endswith("__"):
-            return None
-        return super().parse_hookimpl_opts(plugin, name)
+    class _PluginManager(pluggy.PluginManager):
+        """pluggy's manager, minus the look at dunder attributes when registering.
+
+        pluggy inspects every name in ``dir(plugin)`` (with ``getattr_static``),
+        and an object's dir is mostly dunders, which can never be hook
+        implementations. Skipping them halves the cost of registering.
+        """
+
+        def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+            if name.startswith("__") and name.endswith("__"):
+                return None
+            return super().parse_hookimpl_opts(plugin, name)
+
+    pm = _PluginManager(PROJECT)
+    pm.add_hookspecs(FerrySpec)
+    return pm
 
 
 class Registry:
-    """The protocols ferry can use in this process."""
+    """The protocols ferry can use in this process.
+
+    Plugins are found through the ``ferry`` entry points. When the same
+    plugins were found cleanly before, their declarations come from
+    :mod:`.declcache` and pluggy is only loaded if something asks for
+    :attr:`pm` (the container runtimes' hook, :meth:`register`).
+    """
 
     def __init__(
         self,
@@ -108,31 +128,51 @@ class Registry:
         *,
         plugins: dict[str, object] | None = None,
         load_entrypoints: bool = True,
+        use_cache: bool = True,
     ) -> None:
         self.context = context or ProtocolContext()
-        self.pm: pluggy.PluginManager = _PluginManager(PROJECT)
-        self.pm.add_hookspecs(FerrySpec)
+        self._pm: pluggy.PluginManager | None = None
+        self._load_eps = load_entrypoints
         self._failures: list[LoadFailure] = []  # import / register failures
         self._hook_failures: list[LoadFailure] = []  # ferry_protocols() failures
         self._dists: dict[str, str] = {}
-        if load_entrypoints:
-            self._load_entrypoints()
-        for name, plugin in (plugins or {}).items():
-            self.register(plugin, name)
         self._entries: list[ProtocolEntry] | None = None
         self._instances: dict[str, Protocol] = {}
         self._lock = threading.Lock()
+        self._cache_file: str | None = None
+        if load_entrypoints and not plugins:
+            eps = find_entry_points(PROJECT)
+            self._cache_file = declcache.cache_file(eps, API_VERSION)
+            cached = declcache.read(self._cache_file) if use_cache and self._cache_file else None
+            if cached is not None:
+                self._entries = [
+                    ProtocolEntry(p.name, p.dist, info) for p in cached for info in p.protocols
+                ]
+                return
+        for name, plugin in (plugins or {}).items():
+            self.register(plugin, name)
+
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        """The pluggy manager, with every entry-point plugin registered (built on first use)."""
+        if self._pm is None:
+            self._pm = _plugin_manager()
+            if self._load_eps:
+                self._load_entrypoints()
+        return self._pm
 
     # -- discovery ---------------------------------------------------------
 
     def _load_entrypoints(self) -> None:
+        assert self._pm is not None
+        pm = self._pm
         for ep in find_entry_points(PROJECT):
-            if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
+            if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
                 continue
             dist = ep.dist
             try:
                 plugin = ep.load()
-                self.pm.register(plugin, name=ep.name)
+                pm.register(plugin, name=ep.name)
             except Exception as exc:  # a broken plugin must not stop the others
                 self._failures.append(
                     LoadFailure(ep.name, f"{dist} ({ep.value})", f"{type(exc).__name__}: {exc}")
@@ -162,9 +202,11 @@ class Registry:
             return self._entries
         entries: list[ProtocolEntry] = []
         self._hook_failures = []
+        names: list[str] = []
         # get_hookimpls() is in registration order: earlier plugins are preferred
         for impl in self.pm.hook.ferry_protocols.get_hookimpls():
             name = impl.plugin_name
+            names.append(name)
             try:
                 infos = impl.function()
                 infos = list(infos or [])
@@ -179,6 +221,14 @@ class Registry:
             dist = self._dists.get(name, "?")
             entries.extend(ProtocolEntry(name, dist, info) for info in infos)
         self._entries = entries
+        if self._cache_file and not self._failures and not self._hook_failures:
+            if all(name in self._dists and self._dists[name] != "(in process)" for name in names):
+                by_plugin: dict[str, declcache.CachedPlugin] = {}
+                for e in entries:
+                    by_plugin.setdefault(
+                        e.plugin, declcache.CachedPlugin(e.plugin, e.distribution, [])
+                    ).protocols.append(e.info)
+                declcache.write(self._cache_file, list(by_plugin.values()))
         return entries
 
     def entry_for(self, scheme: str) -> ProtocolEntry:

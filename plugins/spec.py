@@ -55,13 +55,12 @@ from .protocol import (
     Stat,
     format_sha256,
 )
+from .registry import API_VERSION, PROJECT
 from .url import URL, parse_url, redact
 
-#: bumped on a breaking change of the hooks or of Protocol; ferry warns a
-#: minor release before it breaks a plugin
-API_VERSION = 1
-
-PROJECT = "ferry"
+# API_VERSION is bumped on a breaking change of the hooks or of Protocol; ferry
+# warns a minor release before it breaks a plugin. It and PROJECT live in
+# .registry, which must not import pluggy.
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import msgspec
 
@@ -115,6 +114,8 @@ class URL(msgspec.Struct, frozen=True):
             return f"{scheme}://{path}"
         auth = ""
         if self.user is not None:
+            from urllib.parse import quote
+
             auth = quote(self.user, safe="")
             if self.password is not None:
                 auth += ":" + quote(self.password, safe="")
@@ -131,6 +132,8 @@ class URL(msgspec.Struct, frozen=True):
             auth = self.user + (":" + REDACTED if self.password is not None else "") + "@"
         text = f"{self.scheme}://{auth}{self.netloc}{self.path}"
         if self.query:
+            from urllib.parse import parse_qsl, urlencode
+
             pairs = [
                 (k, REDACTED if k.lower() in _SECRET_PARAMS else v)
                 for k, v in parse_qsl(self.query, keep_blank_values=True)
@@ -149,6 +152,15 @@ class URL(msgspec.Struct, frozen=True):
 
     def __hash__(self) -> int:
         return hash(self.raw)
+
+
+def _unquote(text: str) -> str:
+    """``urllib.parse.unquote``, imported only for text that has escapes (most paths have none)."""
+    if "%" not in text:
+        return text
+    from urllib.parse import unquote
+
+    return unquote(text)
 
 
 def parse_url(text: str | URL) -> URL:
@@ -179,8 +191,8 @@ def parse_url(text: str | URL) -> URL:
     if "@" in netloc:
         userinfo, netloc = netloc.rsplit("@", 1)
         user, sep, pw = userinfo.partition(":")
-        user = unquote(user)
-        password = unquote(pw) if sep else None
+        user = _unquote(user)
+        password = _unquote(pw) if sep else None
     host, port = netloc, None
     if netloc.startswith("["):  # IPv6 literal
         end = netloc.find("]")
@@ -197,7 +209,7 @@ def parse_url(text: str | URL) -> URL:
         port=port,
         user=user,
         password=password,
-        path=unquote(path),
+        path=_unquote(path),
         query=query,
     )
 
@@ -217,7 +229,7 @@ def _local(scheme: str, rest: str, raw: str) -> URL:
         elif not rest.startswith("/"):
             # file://relative/path is relative (pegasus-transfer accepts it)
             pass
-    path = unquote(rest) if "%" in rest else rest
+    path = _unquote(rest)
     if not path:
         raise ConfigError(f"empty path in URL {raw!r}")
     path = os.path.abspath(path) if not path.startswith("/") else _SLASHES.sub("/", path)

@@ -7,6 +7,7 @@ the tests that need it fail (never skip).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +22,18 @@ from tests.servers import (
 
 WEBDAV_USER = "alice"
 WEBDAV_PASSWORD = "s3cret-Pa55word"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _plugin_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep ferry's plugin declaration cache (and child processes') out of ~/.cache."""
+    old = os.environ.get("FERRY_CACHE_DIR")
+    os.environ["FERRY_CACHE_DIR"] = str(tmp_path_factory.mktemp("ferry-cache"))
+    yield
+    if old is None:
+        os.environ.pop("FERRY_CACHE_DIR", None)
+    else:
+        os.environ["FERRY_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    registry = Registry()
+    registry = Registry(use_cache=False)  # always the full discovery (it refreshes the cache)
     entries = registry.entries()
     if args.json:
         data = {
