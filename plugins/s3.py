@@ -1,4 +1,4 @@
-"""``s3://`` (and its alias ``s3s://``): S3 and S3-compatible object stores via botocore.
+"""``s3://`` (and its alias ``s3s://``): S3 and S3-compatible object stores.
 
 URLs are Pegasus's: ``s3://[USER@]SITE/bucket/key``. ``SITE`` is a site name
 looked up in the credentials file (``[SITE]``: ``endpoint``, ``region``,
@@ -8,17 +8,22 @@ sources (``AWS_*`` variables, ``AWS_PROFILE`` and ``~/.aws``,
 ``AWS_ENDPOINT_URL_S3``), so ``s3://anysite/bucket/key`` works with only those.
 See docs/protocols/s3.md.
 
-Speed: one botocore client per (endpoint, credentials), shared by every thread,
-its pool sized by ``context.concurrency``; small objects go with one
-``put_object``/``get_object``; large uploads are a lean multipart of our own
-(the file is read once, sequentially, so its sha256 comes from the same pass;
-parts go out on a few threads, a bounded number in flight); large downloads
-are parallel ranged GETs written into the sink in order. botocore's default
-CRC32 checksums and sha256 payload signing are off: ferry's own sha256 of the
-whole object is stored as ``x-amz-meta-sha256`` on every upload and checked
-on every download.
+Speed: the operations every file pays for (GetObject, ranged GetObject,
+PutObject, HeadObject) take a lean path (:mod:`._s3http`: SigV4 signed here
+with a cached key, pooled keep-alive ``http.client`` connections, bodies read
+into reused buffers), about a quarter of botocore's CPU per request; the rest
+(multipart uploads, copies, listings, deletes, buckets) goes through one
+shared botocore client per (endpoint, credentials). Which path a site takes
+is decided once (:meth:`S3Protocol._make_hot`): botocore keeps the hot
+operations for AWS itself (its cross-region redirects) and behind proxies.
+Small objects take one request each way; large uploads are a multipart of
+our own (the file is read once, so its sha256 comes from the same pass);
+large downloads are parallel ranged GETs written at their offsets and hashed
+in order. ferry's own sha256 of the whole object is stored as
+``x-amz-meta-sha256`` on every upload and checked on every download.
 
-botocore is imported only when :class:`S3Protocol` is built.
+botocore is imported only when something needs it: with the endpoint and the
+keys in the credentials file, a run of small transfers never imports it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import sys
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -52,12 +56,13 @@ from .errors import (
     UnsupportedScheme,
 )
 from .file import map_os_exceptions
-from .protocol import Capability, Protocol, ProtocolContext, ProtocolInfo, Sink, Source, Stat
+from .protocol import Protocol, ProtocolContext, Sink, Source, Stat
 from .settings import load_settings
-from .spec import hookimpl
 from .url import URL, parse_url, redact
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from botocore.client import BaseClient
 
 __all__ = ["S3Protocol", "S3Settings", "map_botocore_exceptions", "map_s3_exceptions"]
@@ -71,31 +76,6 @@ MAX_COPY = 5 * (1 << 30)
 META_SHA256 = "sha256"
 #: tries of one ranged GET / one part inside a transfer before the error goes up
 RANGE_TRIES = 3
-
-
-@hookimpl
-def ferry_protocols() -> list[ProtocolInfo]:
-    return [
-        ProtocolInfo(
-            name="s3",
-            schemes=("s3", "s3s"),
-            capabilities=frozenset(
-                {
-                    Capability.GET,
-                    Capability.PUT,
-                    Capability.COPY,
-                    Capability.STAT,
-                    Capability.MKDIR,
-                    Capability.REMOVE,
-                    Capability.CHECKSUM,
-                }
-            ),
-            implementation="ferry.plugins.s3:S3Protocol",
-            requires=("botocore",),
-            extra="s3",
-            description="S3 and S3-compatible stores (s3://[user@]site/bucket/key)",
-        )
-    ]
 
 
 # -- settings ------------------------------------------------------------------
@@ -979,6 +959,8 @@ class S3Protocol(Protocol):
                 plugin="s3",
             )
 
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(streams, thread_name_prefix="ferry-s3-get") as pool:
 
             def submit() -> None:
@@ -1132,6 +1114,8 @@ class S3Protocol(Protocol):
             if progress is not None:
                 progress(n)
 
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(inflight, thread_name_prefix="ferry-s3-put") as pool:
             try:
                 with source.reader() as reader:
@@ -1258,6 +1242,8 @@ class S3Protocol(Protocol):
 
         try:
             count = -(-size // part)
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(max(1, self.settings.upload_parallel)) as pool:
                 parts = list(pool.map(one, range(1, count + 1)))
             client.complete_multipart_upload(
