@@ -65,16 +65,20 @@ def child(path: str, run_dir: str, writers: int | None) -> None:
     rc.write_text(RC)
     tc = Path(run_dir).with_suffix(".tc.yml")
     tc.write_text(TC)
-    c0, w0 = cpu(), time.perf_counter()
+    def cpu_self() -> float:
+        s = resource.getrusage(resource.RUSAGE_SELF)
+        return s.ru_utime + s.ru_stime
+
+    c0, w0, s0 = cpu(), time.perf_counter(), cpu_self()
     wf = load_workflow(
         path, replica_files=[str(rc)], transformation_files=[str(tc)], cwd=os.path.dirname(path)
     )
-    w1 = time.perf_counter()
+    w1, c1, s1 = time.perf_counter(), cpu(), cpu_self()
     res = plan_workflow(
         wf, PlanOptions(run_dir=run_dir, output_dir=run_dir + ".out", writers=writers)
     )
-    w2 = time.perf_counter()
-    used = cpu() - c0
+    w2, c2, s2 = time.perf_counter(), cpu(), cpu_self()
+    used = c2 - c0
     rss = (
         max(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -92,7 +96,14 @@ def child(path: str, run_dir: str, writers: int | None) -> None:
                 "cpu": used,
                 "rss": rss,
                 "plan_json": os.path.getsize(os.path.join(run_dir, "plan.json")),
+                # CPU seconds: reading (this process, its reader workers), planning (this
+                # process, its spec writers), and this process's per planning pass
+                "cpu_read_main": s1 - s0,
+                "cpu_read_workers": (c1 - c0) - (s1 - s0),
+                "cpu_plan_main": s2 - s1,
+                "cpu_plan_writers": (c2 - c1) - (s2 - s1),
                 "phases": res.phases,
+                "cpu_phases": res.cpu,
             }
         )
     )
@@ -132,15 +143,30 @@ def main() -> int:
     except OSError:
         load = float("nan")
     results = [measure(int(s), args.writers) for s in args.sizes.split(",")]
-    print(f"# load average before: {load:.1f}; cores: {os.cpu_count()}")
-    print("| jobs | YAML size | read s | plan + write s | total wall s | CPU s | peak RSS |")
-    print("|---|---|---|---|---|---|---|")
+    try:
+        after = os.getloadavg()[0]
+    except OSError:
+        after = float("nan")
+    print(f"# load average before: {load:.1f}, after: {after:.1f}; cores: {os.cpu_count()}")
+    print(
+        "| jobs | YAML size | read s | plan + write s | total wall s | CPU s"
+        " | CPU read (main + workers) | CPU plan (main + writers) | peak RSS |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['jobs']:,} | {r['size'] / 1e6:.0f} MB | {r['read']:.1f} | {r['plan']:.1f} |"
-            f" {r['wall']:.1f} | {r['cpu']:.1f} | {r['rss'] / 2**30:.2f} GiB |"
+            f" {r['wall']:.1f} | {r['cpu']:.1f} |"
+            f" {r['cpu_read_main']:.1f} + {r['cpu_read_workers']:.1f} |"
+            f" {r['cpu_plan_main']:.1f} + {r['cpu_plan_writers']:.1f} |"
+            f" {r['rss'] / 2**30:.2f} GiB |"
         )
+    for r in results:
+        passes = ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_phases"].items())
+        print(f"# {r['jobs']:,} jobs, CPU s per pass (planning process): {passes}")
     if args.json:
+        for r in results:
+            r["load_before"], r["load_after"] = load, after
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
 

@@ -582,9 +582,10 @@ def _entries(
             by_level.setdefault(level[j], []).append(j)
     entries: list[list[int]] = []
     if cluster:
-        templates = {id(t): t for t in builder.templates() if t is not None}
+        builder.templates()
         cluster = any(
-            t.clusters_size is not None or t.clusters_num is not None for t in templates.values()
+            t.clusters_size is not None or t.clusters_num is not None
+            for t in builder.distinct_templates()
         )
     for lv in sorted(by_level):
         jobs = by_level[lv]
@@ -620,6 +621,9 @@ def _entries(
 def _entry_ids(
     wf: Workflow, graph: Graph, builder: SpecBuilder, entries: list[list[int]]
 ) -> list[str]:
+    if all(len(m) == 1 for m in entries):
+        jobs = wf.jobs
+        return [jobs[m[0]].id for m in entries]
     taken = set(wf.job_index)
     ids = []
     count: dict[tuple[str, int], int] = {}
@@ -804,9 +808,7 @@ def _write_specs(
     bounds = [(i * per * SHARD, min(n, (i + 1) * per * SHARD)) for i in range(k)]
     bounds = [b for b in bounds if b[0] < b[1]]
     # resolve what every writer would otherwise work out again
-    for members in entries:
-        j = members[0]
-        builder._template(wf.jobs[j], builder.site_of(j))
+    builder.templates()
     pids = []
     for start, stop in bounds[1:]:
         r, w = os.pipe()

@@ -203,6 +203,7 @@ class SpecJSON:
         self._out_pieces: dict[tuple[str, bool, bool, bool], list[str]] = {}
         self._rep_parts: dict[tuple[int, str], tuple[str, str]] = {}
         self._last: tuple[Any, Any, str] = (None, None, "")
+        self.by_job = builder.templates()
         # the regex replica entries: (fullmatch, its one replica or None, the PFN's parts)
         self._regex = [
             (p.fullmatch, reps[0] if len(reps) == 1 else None, _pfn_parts(reps[0].pfn))
@@ -229,7 +230,7 @@ class SpecJSON:
         if job.stdin is not None or job.stdout is not None or job.stderr is not None:
             return None
         b = self.b
-        t = b.template(j)
+        t = self.by_job[j] or b.template(j)
         if t is not self._last[0]:  # consecutive jobs mostly share their template
             frame = self._frame(t)
             if frame is None:  # pragma: no cover
@@ -269,21 +270,13 @@ class SpecJSON:
                 outputs.append(lfns[li].join(pieces))
             elif t_ == USE_CHECKPOINT:
                 return None
-        parts = [frame.head, ',"id":"', job.id, '"', frame.after_id]
-        if job.arguments:
-            parts.append(',"arguments":')
-            parts.append(_ENCODE(job.arguments).decode())
-        parts.append(frame.after_args)
-        if inputs:
-            parts.append(',"inputs":[')
-            parts.append(",".join(inputs))
-            parts.append("]")
-        if outputs:
-            parts.append(',"outputs":[')
-            parts.append(",".join(outputs))
-            parts.append("]")
-        parts.append(frame.tail)
-        return "".join(parts)
+        args = ',"arguments":' + _ENCODE(job.arguments).decode() if job.arguments else ""
+        ins = ',"inputs":[' + ",".join(inputs) + "]" if inputs else ""
+        outs = ',"outputs":[' + ",".join(outputs) + "]" if outputs else ""
+        return (
+            f'{frame.head},"id":"{job.id}"{frame.after_id}{args}{frame.after_args}'
+            f"{ins}{outs}{frame.tail}"
+        )
 
     def _output_pieces(self, site: str, staged: bool, stage_out: bool, optional: bool) -> list[str]:
         """Output(lfn=L, ...) as JSON cut at L: what :meth:`_spec` writes for a plain L."""

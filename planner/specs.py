@@ -184,6 +184,7 @@ class SpecBuilder:
         self._merged: dict[tuple[str, str], Profiles] = {}
         self._templates: dict[tuple[str, str, int], _Template] = {}
         self._by_job: list[_Template | None] = [None] * len(wf.jobs)
+        self._first_output = layout.outputs[0] if layout.outputs else None
         #: whether any job has a checkpoint file (set by the planner's staging pass)
         self.has_checkpoints = False
         self.warnings: list[str] = []
@@ -523,9 +524,9 @@ class SpecBuilder:
         first output site's).
         """
         out: list[Register] = []
-        if not self.layout.outputs:
+        first = self._first_output
+        if first is None:
             return out
-        first = self.layout.outputs[0]
         lfns = self.wf.lfns
         for u in self.wf.jobs[j].uses:
             t = u.type
@@ -533,6 +534,10 @@ class SpecBuilder:
                 lfn = lfns[u.lfn]
                 out.append(Register(lfn, first.get(lfn), first.site))
         return out
+
+    def distinct_templates(self) -> list[_Template]:
+        """Every template made so far (one per transformation, site and profile set)."""
+        return list(self._templates.values())
 
 
 _GROUP = re.compile(r"\[(\d+)\]")
