@@ -11,6 +11,7 @@ directory, as pegasus-integrity does.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Union
 
@@ -73,7 +74,13 @@ class _Remove(msgspec.Struct, tag_field="type", tag="remove"):
 
 
 _Entry = Union[_Transfer, _Mkdir, _Remove]  # noqa: UP007
-_DECODER = msgspec.json.Decoder(list[_Entry])
+
+
+@functools.cache
+def _decoder() -> msgspec.json.Decoder[list[_Entry]]:
+    """Built on first use: the worker, which never reads a transfer list, skips it."""
+    return msgspec.json.Decoder(list[_Entry])
+
 
 
 # -- what the engine works on ------------------------------------------------
@@ -216,7 +223,7 @@ def parse_transfer_list(
             f"{source}: the legacy v1 text format is not supported; use the JSON list"
         )
     try:
-        entries = _DECODER.decode(data)
+        entries = _decoder().decode(data)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: invalid transfer list: {exc}") from None
     except msgspec.DecodeError as exc:
