@@ -84,9 +84,11 @@ def cache_file(entry_points: Sequence[EntryPoint], api_version: int) -> str | No
         return None
     digest = hashlib.sha256()
     digest.update(f"{_FORMAT} {api_version} {sys.version_info[:2]}\n".encode())
+    stats: dict[str, os.stat_result] = {}  # by module: the built-ins share one
     try:
         for ep in entry_points:
-            st = os.stat(_module_file(ep.value.partition(":")[0].strip()))
+            module = ep.value.partition(":")[0].strip()
+            st = stats.get(module) or stats.setdefault(module, os.stat(_module_file(module)))
             line = f"{ep.name}={ep.value} {ep.dist} {st.st_size} {st.st_mtime_ns}\n"
             digest.update(line.encode())
     except Exception:  # an entry point that cannot be located: the full discovery reports it
