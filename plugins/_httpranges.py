@@ -117,7 +117,8 @@ class RangedDownload:
         self._waiting = -1  # the chunk the hashing thread waits on
         self._failure: BaseException | None = None
         self._stop = False
-        self._live: set[http.client.HTTPConnection] = set()
+        #: per stream, the connection it is using (shut down by :meth:`_fail`)
+        self._live: list[set[http.client.HTTPConnection]] = []
         #: range requests sent (the tests read it)
         self.requests = 0
 
@@ -140,17 +141,22 @@ class RangedDownload:
     def _stream(self, first: bool) -> None:
         buf = bytearray(BUFSIZE)
         view = memoryview(buf)
+        live: set[http.client.HTTPConnection] = set()
+        with self._cond:
+            self._live.append(live)
         try:
             if first:
                 conn, response = self.first
+                live.add(conn)
                 try:
                     self._read(0, response, view)
                 finally:
                     conn.close()  # the rest of its body is not wanted
+                    live.clear()
                 if self.got[0] < self._end(0):
-                    self._fetch(0, view)
+                    self._fetch(0, view, live)
             while (k := self._claim()) is not None:
-                self._fetch(k, view)
+                self._fetch(k, view, live)
         except BaseException as exc:
             self._fail(exc)
 
@@ -174,7 +180,7 @@ class RangedDownload:
             self._wrote(k, n)
         return body
 
-    def _fetch(self, k: int, view: memoryview) -> None:
+    def _fetch(self, k: int, view: memoryview, live: set[http.client.HTTPConnection]) -> None:
         """Chunk ``k`` from where it stands, resuming a dropped connection."""
         end = self._end(k)
         resumes = 0
@@ -187,13 +193,11 @@ class RangedDownload:
             try:
                 with self._cond:
                     self.requests += 1
-                conn, response = self.pool.request(self.key, "GET", self.target, headers)
+                conn, response = self.pool.request(
+                    self.key, "GET", self.target, headers, track=live
+                )
                 self._check(response, start)
-                with self._cond:
-                    self._live.add(conn)
                 body = self._read(k, response, view)
-                with self._cond:
-                    self._live.discard(conn)
                 if self.got[k] >= end - k * self.chunk:
                     self.pool.release(self.key, conn, response)
                     return
@@ -211,6 +215,8 @@ class RangedDownload:
                 if conn is not None:
                     conn.close()
                 error = exc
+            finally:
+                live.clear()
             if self._stop:
                 return
             mapped = error if isinstance(error, TransferError) else self._map(error)
@@ -255,7 +261,7 @@ class RangedDownload:
             if self._failure is None:
                 self._failure = exc
             self._stop = True
-            live = list(self._live)
+            live = [conn for mine in self._live for conn in list(mine)]
             self._cond.notify_all()
         for conn in live:  # wake streams blocked in recv
             sock = conn.sock

@@ -164,7 +164,12 @@ class WirePool:
         conn.close()
 
     def request(
-        self, key: Key, method: str, target: str, headers: dict[str, str]
+        self,
+        key: Key,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        track: set[http.client.HTTPConnection] | None = None,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """Send a request without a body; return the connection and its response
         (headers read, body not). Raises the library's exceptions: callers map
@@ -172,10 +177,14 @@ class WirePool:
 
         A reused connection that the server closed in the meantime fails before
         any response byte arrives; the request is then sent once more on a new
-        connection (every request here is idempotent).
+        connection (every request here is idempotent). ``track`` (if given) holds
+        the connection while it is in use, so that another thread can shut its
+        socket down to stop a request that waits on the server.
         """
         while True:
             conn, reused = self.take(key)
+            if track is not None:
+                track.add(conn)
             try:
                 if conn.sock is None:
                     _connect(conn)

@@ -632,6 +632,33 @@ def test_server_that_ignores_ranges_falls_back_to_one_stream(
     assert route.count >= 3  # the first GET, at least one refused range, the full retry
 
 
+def test_throttled_range_stops_every_stream(fault_server: FaultServer, tmp_path: Path) -> None:
+    data = os.urandom(4 << 20)
+    route = fault_server.add("/ranged/throttled", data)
+
+    def throttle(handler: Any) -> None:
+        # from the first answer on, every request is told to come back later
+        if handler.command == "GET" and handler.headers.get("Range") is None:
+            route.status, route.status_times = 503, 10**6
+            route.status_headers = {"Retry-After": "2"}
+
+    hook = _HandlerHook(fault_server, before_end_headers=throttle)
+    proto = _ranged()
+    sink = Sink(str(tmp_path / "out"))
+    try:
+        with pytest.raises(ThrottledError) as info:
+            proto.get(parse_url(f"{fault_server.url}/ranged/throttled"), sink)
+    finally:
+        sink.close()
+        proto.close()
+        hook.close()
+    assert info.value.retry_after == 2
+    # not resumed, not retried inside get: the engine's backoff takes over
+    assert route.count <= 1 + 4
+    held = (tmp_path / "out").read_bytes()
+    assert len(held) == sink.offset and held == data[: sink.offset]
+
+
 def test_object_changing_between_ranges_is_caught(
     fault_server: FaultServer, tmp_path: Path
 ) -> None:
