@@ -224,6 +224,9 @@ class Engine:
         self.config = config or TransferConfig()
         self.subscribers = list(subscribers)
         self._cancel = threading.Event()
+        #: directories this engine created: a file in one cannot predate the run, so
+        #: the same-file check (a stat per file) is skipped there
+        self._made_dirs: set[str] = set()
 
     # -- public ------------------------------------------------------------
 
@@ -579,7 +582,8 @@ class Engine:
         req: TransferRequest,
         progress: Callable[[int], None],
     ) -> _Done:
-        if src.is_local and os.path.exists(dest):
+        dest_dir = os.path.dirname(dest) or "."
+        if src.is_local and dest_dir not in self._made_dirs and os.path.exists(dest):
             with contextlib.suppress(OSError):
                 if os.path.samefile(src.local_path, dest):
                     sha = _hash_file(dest, req.sha256)
@@ -591,7 +595,8 @@ class Engine:
                 sink = Sink(tmp)
             except FileNotFoundError:
                 # the directory is missing: make it (only then, not per file)
-                os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+                os.makedirs(dest_dir, exist_ok=True)
+                self._made_dirs.add(dest_dir)
                 sink = Sink(tmp)
         try:
             try:
