@@ -99,6 +99,7 @@ class PlanResult:
 
 
 _BAD_ID = re.compile(r"[^A-Za-z0-9_.-]")
+_OUT_TYPES = (USE_OUTPUT, USE_INOUT)
 
 
 def plan_workflow(wf: Workflow, options: PlanOptions) -> PlanResult:
@@ -129,7 +130,7 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
         raise PlanError(f"{rd} already holds a plan; choose another run directory")
     warnings = list(wf.warnings)
     dropped = _drop_unsupported(wf, warnings)
-    if not any(not d for d in dropped):
+    if all(dropped):
         raise PlanError(f"{wf.source}: the workflow has no jobs ferry can run")
 
     phases: dict[str, float] = {}
@@ -157,9 +158,10 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
     )
     n = len(wf.jobs)
     kept = bytearray(b"\x01") * n
-    for j, d in enumerate(dropped):
-        if d:
-            kept[j] = 0
+    if any(dropped):
+        for j, d in enumerate(dropped):
+            if d:
+                kept[j] = 0
     builder = SpecBuilder(
         wf,
         graph,
@@ -204,6 +206,8 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
     template = builder.template
     by_job = builder.templates()
     register_of = builder.register
+    # what builder.register(j) tests, inline for single jobs: this runs a million times
+    can_register = bool(layout.outputs)
     for e, members in enumerate(entries):
         j0 = members[0]
         t = by_job[j0]
@@ -219,9 +223,11 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
                 None,
                 labels["site"],
             )
-            register = register_of(j0)
-            if register:
-                pj.register = register
+            if can_register:
+                for u in jobs[j0].uses:
+                    if u.register_replica and u.stage_out and u.type in _OUT_TYPES:
+                        pj.register = register_of(j0)
+                        break
         else:
             pe = sorted({entry_of[p] for j in members for p in gparents[j] if kept[p]} - {e})
             pj = PlanJob(
@@ -284,12 +290,13 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
         mark("htcondor")
     rd.write_plan(plan)
     mark("plan.json")
+    planned = sum(map(len, entries))
     return PlanResult(
         run_dir=rd.path,
         workflow=wf.name,
-        jobs=sum(len(m) for m in entries),
+        jobs=planned,
         entries=len(entries),
-        clusters=sum(1 for m in entries if len(m) > 1),
+        clusters=0 if planned == len(entries) else sum(1 for m in entries if len(m) > 1),
         pruned=len(pruned_ids),
         cleanup_actions=len(cleanup),
         warnings=warnings,
@@ -304,6 +311,8 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
 
 def _drop_unsupported(wf: Workflow, warnings: list[str]) -> list[bool]:
     """Sub-workflow jobs are not planned (yet): warn, and cut them out with their edges."""
+    if all(job.kind == "job" for job in wf.jobs):
+        return [False] * len(wf.jobs)
     dropped = [job.kind != "job" for job in wf.jobs]
     if any(dropped):
         names = [f"{job.id} ({job.kind})" for job, d in zip(wf.jobs, dropped, strict=True) if d]
