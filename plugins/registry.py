@@ -138,7 +138,8 @@ class Registry:
         self._dists: dict[str, str] = {}
         self._entries: list[ProtocolEntry] | None = None
         self._instances: dict[str, Protocol] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # building protocol instances
+        self._discovery = threading.RLock()  # building the plugin manager and the entries
         self._cache_file: str | None = None
         if load_entrypoints and not plugins:
             eps = find_entry_points(PROJECT)
@@ -155,17 +156,20 @@ class Registry:
     @property
     def pm(self) -> pluggy.PluginManager:
         """The pluggy manager, with every entry-point plugin registered (built on first use)."""
-        if self._pm is None:
-            self._pm = _plugin_manager()
-            if self._load_eps:
-                self._load_entrypoints()
-        return self._pm
+        pm = self._pm
+        if pm is None:
+            with self._discovery:
+                if self._pm is None:  # published only once complete: other threads wait
+                    pm = _plugin_manager()
+                    if self._load_eps:
+                        self._load_entrypoints(pm)
+                    self._pm = pm
+                pm = self._pm
+        return pm
 
     # -- discovery ---------------------------------------------------------
 
-    def _load_entrypoints(self) -> None:
-        assert self._pm is not None
-        pm = self._pm
+    def _load_entrypoints(self, pm: pluggy.PluginManager) -> None:
         for ep in find_entry_points(PROJECT):
             if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
                 continue
@@ -200,6 +204,12 @@ class Registry:
         """Every declared protocol, in registration order."""
         if self._entries is not None:
             return self._entries
+        with self._discovery:
+            if self._entries is None:
+                self._entries = self._discover()
+            return self._entries
+
+    def _discover(self) -> list[ProtocolEntry]:
         entries: list[ProtocolEntry] = []
         self._hook_failures = []
         names: list[str] = []
@@ -220,7 +230,6 @@ class Registry:
                 continue
             dist = self._dists.get(name, "?")
             entries.extend(ProtocolEntry(name, dist, info) for info in infos)
-        self._entries = entries
         if self._cache_file and not self._failures and not self._hook_failures:
             if all(name in self._dists and self._dists[name] != "(in process)" for name in names):
                 by_plugin: dict[str, declcache.CachedPlugin] = {}

@@ -19,14 +19,14 @@ import pwd
 import stat
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timezone
+
+import msgspec
 
 __all__ = ["FileSum", "append_kickstart_fragment", "read_meta_dir", "read_meta_file", "write_meta"]
 
 
-@dataclass(frozen=True)
-class FileSum:
+class FileSum(msgspec.Struct, frozen=True):
     """A file's sha256 as recorded: LFN, size, hex digest and the seconds hashing took."""
 
     lfn: str

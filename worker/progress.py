@@ -6,8 +6,9 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from .engine import AttemptRecord, Subscriber, TransferResult
 from .request import Request, TransferRequest
@@ -25,11 +26,10 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
-@dataclass
-class Summary:
+class Summary(msgspec.Struct):
     """Totals over a run, for the last lines of the CLI and the --json report."""
 
-    started: float = field(default_factory=time.monotonic)
+    started: float = msgspec.field(default_factory=time.monotonic)
     files: int = 0
     ok: int = 0
     failed: int = 0

@@ -126,3 +126,29 @@ def test_plugins_command_lists_schemes_and_failures(tmp_path: Path) -> None:
         timeout=60,
     )
     assert p.returncode == 0 and "PROTOCOL" in p.stdout and "file" in p.stdout
+
+
+def test_threads_racing_to_discover_all_see_every_plugin() -> None:
+    """The engine's threads may be the first to ask: none may see a half-built registry."""
+    import threading
+
+    for _ in range(5):
+        reg = Registry(use_cache=False)
+        barrier = threading.Barrier(8)
+        found: list[object] = []
+
+        def ask(
+            reg: Registry = reg, barrier: threading.Barrier = barrier, found: list[object] = found
+        ) -> None:
+            barrier.wait()
+            try:
+                found.append(reg.entry_for("file").info.name)
+            except Exception as exc:  # recorded, asserted below
+                found.append(exc)
+
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert found == ["file"] * 8
