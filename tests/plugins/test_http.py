@@ -505,6 +505,20 @@ def test_proxy_from_the_environment_goes_through_httpx(
     assert proto._pool.opened == 0
 
 
+def test_chunked_body_without_a_length(tmp_path: Path) -> None:
+    small, big = os.urandom(5), os.urandom((2 << 20) + 3)
+    with _MiniServer({"/small": small, "/big": big}, chunked=True) as server:
+        proto = HttpProtocol(ProtocolContext())
+        try:
+            for name, data in (("small", small), ("big", big), ("small", small)):
+                sink = download(proto, f"{server.url}/{name}", tmp_path / name)
+                assert sink.sha256 == sha(data) and sink.expected_size is None
+                assert (tmp_path / name).read_bytes() == data
+        finally:
+            proto.close()
+    assert proto._pool.opened == 1  # a chunked body read to its end keeps the connection
+
+
 def test_bad_client_setting_is_a_config_error() -> None:
     from ferry.plugins.errors import ConfigError
 
@@ -727,6 +741,7 @@ class _MiniServer:
         files: dict[str, bytes],
         redirects: dict[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
+        chunked: bool = False,
     ) -> None:
         import ssl
         import threading
@@ -764,6 +779,15 @@ class _MiniServer:
                 if body:
                     mini.authorized.append("Authorization" in self.headers)
                 self.send_response(200)
+                if chunked:  # no length known up front: the body comes in chunks
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    if body:
+                        for i in range(0, len(data), 10_000):
+                            piece = data[i : i + 10_000]
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                        self.wfile.write(b"0\r\n\r\n")
+                    return
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if body:
