@@ -31,9 +31,13 @@ sink's ``offset`` is exact and the caller can resume from it sequentially.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import http.client
 import mmap
 import os
+import select
+import socket
 import threading
 from collections.abc import Callable
 
@@ -45,6 +49,19 @@ from .url import URL
 __all__ = ["RangedDownload", "RangeRefused"]
 
 BUFSIZE = 256 << 10
+#: bytes a stream's pipe holds (``F_SETPIPE_SZ``; the default 64 KiB if refused)
+PIPE_SIZE = 1 << 20
+#: errors of the sink's file, never of the network
+_FILE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EBADF}
+)
+
+
+def _pipe() -> tuple[int, int]:
+    r, w = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    return r, w
 
 
 class RangeRefused(IncompleteTransfer):
@@ -90,6 +107,7 @@ class RangedDownload:
         max_resumes: int,
         status_error: Callable[[http.client.HTTPResponse], TransferError],
         first: tuple[http.client.HTTPConnection, http.client.HTTPResponse],
+        splice: bool = True,
     ) -> None:
         self.pool = pool
         self.key = key
@@ -105,6 +123,8 @@ class RangedDownload:
         self.max_resumes = max_resumes
         self.status_error = status_error
         self.first = first
+        #: move plain-HTTP bodies with ``splice`` (Linux) instead of ``recv_into`` + ``pwrite``
+        self.splice = splice and hasattr(os, "splice")
         first_response = first[1]
         #: validators of the first response: every range must come from the same object
         self.validators = (
@@ -144,27 +164,41 @@ class RangedDownload:
         live: set[http.client.HTTPConnection] = set()
         with self._cond:
             self._live.append(live)
+        pipe = _pipe() if self.splice else None
         try:
             if first:
                 conn, response = self.first
                 live.add(conn)
                 try:
-                    self._read(0, response, view)
+                    self._read(0, conn, response, view, pipe)
                 finally:
                     conn.close()  # the rest of its body is not wanted
                     live.clear()
                 if self.got[0] < self._end(0):
-                    self._fetch(0, view, live)
+                    self._fetch(0, view, live, pipe)
             while (k := self._claim()) is not None:
-                self._fetch(k, view, live)
+                self._fetch(k, view, live, pipe)
         except BaseException as exc:
             self._fail(exc)
+        finally:
+            if pipe is not None:
+                os.close(pipe[0])
+                os.close(pipe[1])
 
     def _end(self, k: int) -> int:
         return min(self.total, (k + 1) * self.chunk)
 
-    def _read(self, k: int, response: http.client.HTTPResponse, view: memoryview) -> Body:
+    def _read(
+        self,
+        k: int,
+        conn: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        view: memoryview,
+        pipe: tuple[int, int] | None,
+    ) -> Body:
         """Write the response's body at chunk ``k``'s next offset, up to the chunk's end."""
+        if pipe is not None and type(conn.sock) is socket.socket and response.length is not None:
+            return self._splice(k, conn, response, pipe)
         body = Body(response)
         fd = self.sink.fileno()
         end = self._end(k)
@@ -180,7 +214,72 @@ class RangedDownload:
             self._wrote(k, n)
         return body
 
-    def _fetch(self, k: int, view: memoryview, live: set[http.client.HTTPConnection]) -> None:
+    def _splice(
+        self,
+        k: int,
+        conn: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        pipe: tuple[int, int],
+    ) -> Body:
+        """:meth:`_read` without a copy through user space: socket -> pipe -> file.
+
+        What ``http.client`` has already buffered past the headers is taken from
+        its reader first; the rest is moved by ``splice``. The response's
+        ``length`` is kept up to date, so a body read to its end leaves the
+        connection reusable.
+        """
+        body = Body(response)
+        fd = self.sink.fileno()
+        end = self._end(k)
+        pos = k * self.chunk + self.got[k]
+        assert response.length is not None and conn.sock is not None and response.fp is not None
+        rpipe, wpipe = pipe
+        sock = conn.sock.fileno()
+        timeout = conn.sock.gettimeout()
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        try:
+            if pos < end and response.length:
+                pending = response.fp.peek()
+                take = min(len(pending), end - pos, response.length)
+                if take:
+                    data = response.fp.read(take)
+                    m = 0
+                    while m < take:
+                        m += os.pwrite(fd, data[m:], pos + m)
+                    pos += take
+                    response.length -= take
+                    self._wrote(k, take)
+            while pos < end and response.length and not self._stop:
+                try:
+                    n = os.splice(sock, wpipe, min(PIPE_SIZE, end - pos, response.length))
+                except BlockingIOError:  # sockets with a timeout are non-blocking
+                    if not poller.poll(None if timeout is None else int(timeout * 1000)):
+                        raise TimeoutError("timed out") from None
+                    continue
+                if not n:
+                    break  # the server closed the connection
+                m = 0
+                while m < n:
+                    m += os.splice(rpipe, fd, n - m, offset_dst=pos + m)
+                pos += n
+                response.length -= n
+                self._wrote(k, n)
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, OSError) and exc.errno in _FILE_ERRNOS:
+                raise  # the disk, not the network
+            body.error = exc
+        if response.length == 0:
+            response.close()  # read to its end: the connection can serve the next range
+        return body
+
+    def _fetch(
+        self,
+        k: int,
+        view: memoryview,
+        live: set[http.client.HTTPConnection],
+        pipe: tuple[int, int] | None,
+    ) -> None:
         """Chunk ``k`` from where it stands, resuming a dropped connection."""
         end = self._end(k)
         resumes = 0
@@ -197,7 +296,7 @@ class RangedDownload:
                     self.key, "GET", self.target, headers, track=live
                 )
                 self._check(response, start)
-                body = self._read(k, response, view)
+                body = self._read(k, conn, response, view, pipe)
                 if self.got[k] >= end - k * self.chunk:
                     self.pool.release(self.key, conn, response)
                     return

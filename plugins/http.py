@@ -275,6 +275,8 @@ class HttpSettings:
     stream_chunk: int = dataclasses.field(default=8 << 20, metadata={"size": True})
     #: ``auto`` (the lean path, httpx for redirects and proxies) or ``httpx`` (always)
     client: str = "auto"
+    #: parallel streams over plain http move bodies with ``splice`` (Linux), no user-space copy
+    splice: bool = True
 
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -578,6 +580,7 @@ class HttpProtocol(Protocol):
             max_resumes=self.max_resumes,
             status_error=lambda r: wire_status_error(r, url, "GET", self.name),
             first=(conn, response),
+            splice=self.settings.splice,
         )
         state.parallel = download
         try:

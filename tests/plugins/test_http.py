@@ -552,10 +552,13 @@ def test_https_checks_the_certificate(tmp_path: Path, monkeypatch: pytest.Monkey
 # -- parallel ranged streams ------------------------------------------------------------
 
 
-def test_parallel_streams_from_nginx(nginx_server: NginxServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("splice", ["yes", "no"])
+def test_parallel_streams_from_nginx(
+    nginx_server: NginxServer, tmp_path: Path, splice: str
+) -> None:
     data = os.urandom((5 << 20) + 12345)
-    url = publish(nginx_server, "ranged/big.bin", data)
-    proto = _ranged()
+    url = publish(nginx_server, f"ranged/big-{splice}.bin", data)
+    proto = _ranged(splice=splice)
     seen: list[int] = []
     try:
         sink = Sink(str(tmp_path / "out"))
@@ -586,15 +589,16 @@ def test_parallel_streams_send_ordered_ranges(fault_server: FaultServer, tmp_pat
     )
 
 
+@pytest.mark.parametrize("splice", ["yes", "no"])
 def test_parallel_drop_in_one_range_resumes_that_range(
-    fault_server: FaultServer, tmp_path: Path
+    fault_server: FaultServer, tmp_path: Path, splice: str
 ) -> None:
     data = os.urandom((3 << 20) + 777)
     # the plain GET and the first range request both lose their connection mid-body
-    route = fault_server.add("/ranged/drop", data, drop_after=100_000, drop_times=2)
-    proto = _ranged()
+    route = fault_server.add(f"/ranged/drop-{splice}", data, drop_after=100_000, drop_times=2)
+    proto = _ranged(splice=splice)
     try:
-        sink = download(proto, f"{fault_server.url}/ranged/drop", tmp_path / "out")
+        sink = download(proto, f"{fault_server.url}/ranged/drop-{splice}", tmp_path / "out")
     finally:
         proto.close()
     assert sink.sha256 == sha(data)
