@@ -29,7 +29,8 @@ error tree in one place each: :func:`map_httpx_exceptions` /
 Settings (``--set http.NAME=VALUE`` or ``$FERRY_HTTP_NAME``, see
 :mod:`.settings`): ``streams`` (4; 1 turns parallel streams off),
 ``streams_min_size`` (64M), ``stream_chunk`` (8M), ``client`` (``auto`` or
-``httpx``).
+``httpx``), ``splice`` (yes: parallel streams over plain http move bodies with
+``splice``).
 """
 
 from __future__ import annotations
