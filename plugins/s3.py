@@ -942,8 +942,15 @@ class S3Protocol(Protocol):
             view = memoryview(buf)[:want]
             for attempt in range(RANGE_TRIES):
                 try:
-                    _, resp = hot.get(bucket, key, f"bytes={lo}-{hi}", etag)
+                    headers, resp = hot.get(bucket, key, f"bytes={lo}-{hi}", etag)
                     try:
+                        if not (headers.get("content-range") or "").startswith(f"bytes {lo}-"):
+                            raise IncompleteTransfer(
+                                f"GET {url}: asked for bytes {lo}-{hi}, the server answered"
+                                f" {headers.get('content-range') or 'the whole object'}",
+                                url=str(url),
+                                plugin="s3",
+                            )
                         got = _read_write(resp, view, fd, lo)
                     finally:
                         finish(resp)
