@@ -26,6 +26,7 @@ from ferry.planner.model import (
     TransformationCatalog,
     TransformationSite,
 )
+from ferry.planner.rctext import looks_like_file_rc, read_file_rc
 from ferry.planner.values import (
     as_bool,
     as_int,
@@ -383,6 +384,8 @@ def load_catalog_file(path: str | Path, kind: str, into: Any = None) -> Any:
         raise ConfigError(f"{source}: cannot read the {kind} catalog: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if kind == "replica" and looks_like_file_rc(text):  # Pegasus's "File" format (rc.txt)
+        return read_file_rc(text, source, into)
     data = parse(text, source)
     top, build = _KINDS[kind]
     try:

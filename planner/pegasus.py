@@ -255,7 +255,9 @@ def load_catalogs(
         return [f] if f.is_file() else []
 
     rc = ReplicaCatalog()
-    for f in files(replica_files, "pegasus.catalog.replica.file", "replicas.yml"):
+    file_rc = props.get("pegasus.catalog.replica", "").strip().lower() == "file"
+    default_rc = "rc.txt" if file_rc else "replicas.yml"  # the File format's default name
+    for f in files(replica_files, "pegasus.catalog.replica.file", default_rc):
         cat.load_catalog_file(f, "replica", rc)
     tc = TransformationCatalog()
     for f in files(
