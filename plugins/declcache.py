@@ -8,8 +8,8 @@ discovery that went cleanly is saved as JSON, and the next process with the
 same plugins reads it back instead.
 
 The key covers what can change the answer: the ``ferry`` entry points read
-from the installed metadata (names, targets, distributions), the size and
-modification time of each entry point's module file, ferry's plugin API
+from the installed metadata (names, targets, distributions), the path, size
+and modification time of each entry point's module file, ferry's plugin API
 version and the Python version. ``ferry plugins`` always does the full
 discovery and rewrites the file. A discovery with any failure (a plugin that
 cannot be imported, a hook that raises) is never cached: its report must stay
@@ -84,13 +84,15 @@ def cache_file(entry_points: Sequence[EntryPoint], api_version: int) -> str | No
         return None
     digest = hashlib.sha256()
     digest.update(f"{_FORMAT} {api_version} {sys.version_info[:2]}\n".encode())
-    stats: dict[str, os.stat_result] = {}  # by module: the built-ins share one
+    files: dict[str, str] = {}  # by module: the built-ins share one
     try:
         for ep in entry_points:
             module = ep.value.partition(":")[0].strip()
-            st = stats.get(module) or stats.setdefault(module, os.stat(_module_file(module)))
-            line = f"{ep.name}={ep.value} {ep.dist} {st.st_size} {st.st_mtime_ns}\n"
-            digest.update(line.encode())
+            if module not in files:
+                origin = _module_file(module)
+                st = os.stat(origin)
+                files[module] = f"{origin} {st.st_size} {st.st_mtime_ns}"
+            digest.update(f"{ep.name}={ep.value} {ep.dist} {files[module]}\n".encode())
     except Exception:  # an entry point that cannot be located: the full discovery reports it
         return None
     return os.path.join(base, f"plugins-{digest.hexdigest()[:32]}.json")
