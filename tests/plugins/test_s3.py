@@ -612,3 +612,26 @@ def test_a_proxy_in_the_environment_keeps_botocore(
         assert proto.checksum(parse_url(url)) == sha(data)
         assert calls == Counter(PutObject=1, GetObject=1, HeadObject=1)
         assert proto.describe_path(parse_url(url)) == "botocore"
+
+
+def test_a_dropped_keep_alive_connection_is_replaced(
+    s3_credentials: S3Site, tmp_path: Path
+) -> None:
+    """An idle pooled connection that was closed meanwhile is noticed and not used."""
+    import socket
+
+    bucket = s3_credentials.server.create_bucket()
+    url = s3_credentials.url(bucket, "keepalive.bin")
+    data = os.urandom(5000)
+    with registry(s3_credentials) as reg:
+        proto = s3(reg)
+        put_bytes(proto, url, data, tmp_path)
+        _, hot, _, _ = proto._open_hot(parse_url(url))
+        [pool] = hot.lean._pools.values()  # type: ignore[attr-defined]
+        assert pool.opened == 1 and len(pool._idle) == 1  # kept alive after the PUT
+        pool._idle[0].sock.shutdown(socket.SHUT_RDWR)  # as if the server had closed it
+        assert get_bytes(proto, url, tmp_path) == (data, sha(data))
+        assert pool.opened == 2 and len(pool._idle) == 1
+        calls = count_requests(proto, url)
+        assert get_bytes(proto, url, tmp_path) == (data, sha(data))
+        assert pool.opened == 2 and calls == Counter(GetObject=1)  # reused
