@@ -146,6 +146,10 @@ class _PegasusFormatter(logging.Formatter):
 
 
 def _setup_logging(debug: bool) -> None:
+    # one line per transfer: skip the caller, thread and process lookups that the
+    # format never shows (the "Optimization" section of the logging docs)
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_PegasusFormatter())
     root = logging.getLogger("ferry")
