@@ -191,8 +191,9 @@ class SpecJSON:
         self.kept = builder.kept
         self.staged = builder.staged
         self.no_tc = not builder.has_tc
-        # plain mode: every LFN is a plain relative path and every id JSON-safe (checked in
-        # one go): then URLs are prefix + LFN and the JSON of a use is LFN.join(pieces)
+        # plain mode: every LFN made of plain characters and every id JSON-safe (checked
+        # in one go; validation has refused empty and absolute LFNs of planned jobs): then
+        # a URL is prefix + LFN and the JSON of a use is LFN.join(pieces)
         self.plain = (
             self.enabled
             and not self.no_tc
@@ -206,7 +207,9 @@ class SpecJSON:
         self.by_job = builder.templates()
         # the regex replica entries: (fullmatch, its one replica or None, the PFN's parts)
         self._regex = [
-            (p.fullmatch, reps[0] if len(reps) == 1 else None, _pfn_parts(reps[0].pfn))
+            (p.fullmatch, reps[0], _pfn_parts(reps[0].pfn))
+            if len(reps) == 1
+            else (p.fullmatch, None, [])
             for p, reps in self.rc.regex
         ]
 

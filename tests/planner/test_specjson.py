@@ -229,3 +229,62 @@ def test_fast_specs_are_the_builders_bytes(tmp_path: Path, sites: list[str], pla
     written = specs(run)
     assert len(written) == len(wf.jobs)
     assert written["j5"].environment["JOBVAR"] == "x"
+
+
+def test_packed_specs_from_two_writers_decode_as_built(tmp_path: Path) -> None:
+    """A plan big enough for forked writers, packed: every referenced line is the
+    builder's spec of that job (decoded with the worker's loader)."""
+    from ferry.planner.rundir import RunDir, read_ref
+
+    n = 6000
+    jobs = "".join(
+        f"- type: job\n  name: proc\n  id: ID{i:07d}\n  arguments:\n  - -i\n  - f{i}.in\n"
+        f"  uses:\n  - lfn: f{i}.out\n    type: output\n    stageOut: true\n"
+        f"    registerReplica: true\n  - lfn: f{i}.in\n    type: input\n"
+        + (f"  - lfn: f{i - 1}.out\n    type: input\n" if i % 3 else "")
+        for i in range(n)
+    )
+    (tmp_path / "wf.yml").write_text("pegasus: 5.0.4\nname: packed\njobs:\n" + jobs)
+    (tmp_path / "rc.yml").write_text(
+        "pegasus: 5.0.4\nreplicas:\n- lfn: f(\\d+)\\.in\n  regex: true\n  pfns:\n"
+        "  - site: local\n    pfn: /data/in/f[1].in\n"
+    )
+    (tmp_path / "tc.yml").write_text(
+        "pegasus: 5.0.4\ntransformations:\n- name: proc\n  sites:\n  - name: local\n"
+        "    pfn: /bin/true\n    type: installed\n"
+    )
+    wf = load_workflow(
+        tmp_path / "wf.yml",
+        replica_files=["rc.yml"],
+        transformation_files=["tc.yml"],
+        cwd=tmp_path,
+    )
+    run = tmp_path / "run"
+    import ferry.planner.plan as plan_mod
+
+    builders = []  # the builder of the plan (the writer process's copy is the same)
+    real = plan_mod.SpecJSON
+    plan_mod.SpecJSON = lambda b: builders.append(b) or real(b)  # type: ignore[assignment]
+    try:
+        plan_workflow(
+            wf,
+            PlanOptions(
+                run_dir=str(run),
+                output_dir=str(tmp_path / "out"),
+                spec_layout="packed",
+                writers=2,
+            ),
+        )
+    finally:
+        plan_mod.SpecJSON = real  # type: ignore[assignment]
+    plan = RunDir(str(run)).load_plan()
+    assert len(plan.jobs) == n and len(builders) == 1
+    builder = builders[0]
+    assert SpecJSON(builder).plain
+    for e, pj in enumerate(plan.jobs):
+        line = read_ref(str(run / pj.spec))
+        spec = load_jobspec(line)
+        assert spec.id == pj.id
+        expect = msgspec.json.encode(builder.build(wf.job_index[pj.id]))
+        assert line == expect + b"\n", e  # the builder's bytes, at the plan's offset
+        assert spec == load_jobspec(expect)
