@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import classad2
@@ -20,7 +21,10 @@ PREFILL = b" " * (301 * 64)  # what HTCondor writes into the out file before sta
 
 
 def plugin(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("ferry_plugin")
+    # the script installed with this interpreter's ferry (a ferry_plugin elsewhere on
+    # PATH may belong to another installation with other entry points)
+    beside = Path(sys.executable).parent / "ferry_plugin"
+    exe = str(beside) if beside.exists() else shutil.which("ferry_plugin")
     assert exe, "the ferry_plugin console script is not installed"
     env = {**os.environ, "FERRY_CONDOR_BACKOFF": "0.05", "FERRY_CONDOR_ATTEMPTS": "2"}
     return subprocess.run(
