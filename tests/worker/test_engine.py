@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -246,17 +247,21 @@ def test_many_files_in_parallel(tmp_path: Path) -> None:
 def test_source_that_grows_while_read_is_caught(tmp_path: Path) -> None:
     """A source appended to during the copy: the try fails, nothing is left behind."""
     src = tmp_path / "growing"
-    src.write_bytes(os.urandom(8 << 20))
-    stop = threading.Event()
+    # large enough that each try spans many GIL switch intervals (5 ms) while it reads
+    src.write_bytes(os.urandom(48 << 20))
+    stop, growing = threading.Event(), threading.Event()
 
     def grow() -> None:
         with open(src, "ab") as f:
             while not stop.is_set():
                 f.write(b"x" * 4096)
                 f.flush()
+                growing.set()
+                time.sleep(0.0005)
 
     t = threading.Thread(target=grow)
     t.start()
+    assert growing.wait(10)
     try:
         [res] = engine(max_attempts=2).run([req(str(src), str(tmp_path / "out"))])
     finally:
