@@ -755,10 +755,9 @@ class _Reader:
         job = Job(
             jid, name, namespace, version, args, uses, io[0], io[1], io[2], prof, label, kind, md
         )
-        job_index = wf.job_index
-        if jid in job_index:
+        k = len(wf.jobs)
+        if wf.job_index.setdefault(jid, k) != k:
             self._duplicate(jid)
-        job_index[jid] = len(wf.jobs)
         wf.jobs.append(job)
         wf.children.append([])
 

@@ -343,9 +343,9 @@ def apply_job(r: _Reader, entries: list[tuple], i: int) -> int:
             r.add(jid, name, namespace, version, args, uses, stdio, prof, label, "job", md)
             continue
         # r.add without the stdio part, inline: this runs a million times
-        if jid in job_index:
+        k = len(jobs)
+        if job_index.setdefault(jid, k) != k:  # one lookup in a table of a million ids
             r._duplicate(jid)
-        job_index[jid] = len(jobs)
         jobs.append(
             Job(jid, name, namespace, version, args, uses, None, None, None, prof, label, "job", md)
         )
