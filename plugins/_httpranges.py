@@ -55,6 +55,8 @@ __all__ = ["RangedDownload", "RangeRefused"]
 BUFSIZE = 256 << 10
 #: bytes a stream's pipe holds (``F_SETPIPE_SZ``; the default 64 KiB if refused)
 PIPE_SIZE = 1 << 20
+#: at most this many bytes of the file are mapped at a time for hashing
+MAP_WINDOW = 32 << 20
 #: errors of the sink's file, never of the network
 _FILE_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EBADF}
@@ -135,6 +137,9 @@ class RangedDownload:
             first_response.getheader("ETag"),
             first_response.getheader("Last-Modified"),
         )
+        #: bytes mapped at a time by the hashing thread: 4 chunks, at most MAP_WINDOW
+        grain = mmap.ALLOCATIONGRANULARITY
+        self.window = max(grain, min(MAP_WINDOW, 4 * self.chunk) // grain * grain)
         self.got = [0] * self.nchunks  # bytes written at the start of each chunk
         self._next = 1  # chunk 0 comes from the first response
         self._cond = threading.Condition()
@@ -414,25 +419,30 @@ class RangedDownload:
         cond = self._cond
         pos = sink.offset  # 0: the parallel path starts from an empty sink
         total = self.total
-        with mmap.mmap(rfd, total, prot=mmap.PROT_READ) as mapped:
-            view = memoryview(mapped)
-            try:
-                while pos < total:
-                    k = pos // chunk
-                    with cond:
-                        while True:
-                            if self._failure is not None:
-                                return
-                            avail = k * chunk + got[k] - pos
-                            if avail > 0:
-                                break
-                            self._waiting = k
-                            cond.wait()
-                        self._waiting = -1
-                    n = min(avail, BUFSIZE)
-                    sink.absorb(view[pos : pos + n])
-                    pos += n
-                    if progress is not None:
-                        progress(n)
-            finally:
-                view.release()
+        while pos < total:
+            # one window mapped at a time: mapped pages count as the process's
+            # resident memory (what a batch system watches), the whole file must not
+            start = pos - pos % self.window
+            size = min(self.window, total - start)
+            with mmap.mmap(rfd, size, prot=mmap.PROT_READ, offset=start) as mapped:
+                view = memoryview(mapped)
+                try:
+                    while pos < start + size:
+                        k = pos // chunk
+                        with cond:
+                            while True:
+                                if self._failure is not None:
+                                    return
+                                avail = k * chunk + got[k] - pos
+                                if avail > 0:
+                                    break
+                                self._waiting = k
+                                cond.wait()
+                            self._waiting = -1
+                        n = min(avail, BUFSIZE, start + size - pos)
+                        sink.absorb(view[pos - start : pos - start + n])
+                        pos += n
+                        if progress is not None:
+                            progress(n)
+                finally:
+                    view.release()
