@@ -17,7 +17,12 @@ Two installs of ferry are measured:
 
 The target (under 150 ms) is judged on the installed one.
 
-    python benchmarks/bench_worker.py [--runs 30] [--json OUT] [--no-install]
+Wall times on a shared 2-core machine swing with the other work on it. With
+``--instructions``, each command also runs once under valgrind's callgrind,
+which counts the instructions the process executes: a figure that the load
+does not change, for telling whether a change to the start-up helped.
+
+    python benchmarks/bench_worker.py [--runs 30] [--json OUT] [--no-install] [--instructions]
 """
 
 from __future__ import annotations
@@ -60,6 +65,20 @@ def installed_python() -> str:
     return str(py)
 
 
+def instructions(cmds: dict[str, list[str]], env: dict[str, str]) -> dict[str, int]:
+    """Instructions executed by each command (valgrind --tool=callgrind), once each."""
+    out: dict[str, int] = {}
+    for name, argv in cmds.items():
+        with tempfile.NamedTemporaryFile(prefix="ferry-cg-") as cg:
+            p = subprocess.run(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg.name}", *argv],
+                env=env, capture_output=True, text=True, check=True,
+            )
+        refs = [line for line in p.stderr.splitlines() if "Collected :" in line]
+        out[name] = int(refs[-1].split(":")[-1].strip())
+    return out
+
+
 def make_job(work: Path) -> Path:
     data = os.urandom(16 * 1024)
     (work / "in.dat").write_bytes(data)
@@ -92,6 +111,11 @@ def main() -> int:
     ap.add_argument(
         "--no-install", action="store_true", help="measure the checkout's venv only"
     )
+    ap.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count each command's instructions once with valgrind (callgrind)",
+    )
     args = ap.parse_args()
     pythons = {"checkout": sys.executable}
     if not args.no_install:
@@ -115,8 +139,10 @@ def main() -> int:
         for _ in range(args.runs):
             for name, argv in cmds.items():  # interleaved: noise hits all alike
                 times[name].append(timed(argv, env))
+        counts = instructions(cmds, env) if args.instructions else {}
         records = list((work / "records").glob("noop.*.json"))
-        assert len(records) == len(pythons) * (args.runs + 1), "every run must leave a record"
+        runs_each = args.runs + 1 + (1 if counts else 0)
+        assert len(records) == len(pythons) * runs_each, "every run must leave a record"
         assert (work / "out" / "out.dat").read_bytes() == (work / "in.dat").read_bytes()
     med = {k: statistics.median(v) for k, v in times.items()}
     load = os.getloadavg()[0]
@@ -129,13 +155,15 @@ def main() -> int:
         overhead[label] = med[f"ferry worker ({label})"] - med["/bin/cp alone"]
         print(f"worker overhead, {label} (median wall, process start included):"
               f" {overhead[label] * 1000:.1f} ms")
+    for k, n in counts.items():
+        print(f"instructions, {k:<26} {n / 1e6:8.1f} M")
     judged = overhead.get("installed", overhead["checkout"])
     print(f"target < 150 ms: {'met' if judged < 0.150 else 'NOT met'}")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
                 {"runs": args.runs, "load": load, "seconds": times, "median": med,
-                 "overhead": overhead},
+                 "overhead": overhead, "instructions": counts},
                 indent=1,
             )
         )
