@@ -297,6 +297,7 @@ def split_document(text: str) -> list[Block]:
 
 
 _ITEM0 = re.compile(r"\n-(?:[ ]|$)", re.M)
+_SPACES = re.compile(r" *")
 
 
 def iter_items(
@@ -322,7 +323,7 @@ def iter_items(
         pos = nl
     if pos >= end:
         return
-    indent = len(text[pos:end]) - len(text[pos:end].lstrip(" "))
+    indent = _SPACES.match(text, pos, end).end() - pos  # type: ignore[union-attr]
     if not text.startswith("-", pos + indent) or text[pos + indent + 1 : pos + indent + 2] not in (
         " ",
         "\n",
