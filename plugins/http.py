@@ -12,7 +12,9 @@ CPU per GiB on one stream, against 1.6-1.7 ms and 2.8-3.1 s through httpx
 Large objects (``http.streams_min_size``, 64 MiB by default) from a server
 that announces ``Accept-Ranges: bytes`` are fetched over ``http.streams``
 ranged streams (4), in chunks claimed in order so that the sha256 follows the
-contiguous prefix (:mod:`._httpranges`). A body cut short is resumed with a
+contiguous prefix (:mod:`._httpranges`); over plain http the streams move the
+bytes with ``splice``, and a large body on one stream (no ranges, or
+``streams = 1``) takes the same path as one chunk. A body cut short is resumed with a
 ``Range`` request from the byte the sink holds, and so is a chunk of a
 parallel download; a server that ignores ``Range`` gets a restart from 0.
 
