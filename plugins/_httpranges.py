@@ -57,10 +57,8 @@ BUFSIZE = 256 << 10
 PIPE_SIZE = 1 << 20
 #: at most this many bytes of the file are mapped at a time for hashing
 MAP_WINDOW = 32 << 20
-#: errors of the sink's file, never of the network
-_FILE_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EBADF}
-)
+#: what splice into a file says on a file system that does not support it
+_NO_SPLICE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV})
 
 
 def _pipe() -> tuple[int, int]:
@@ -220,7 +218,12 @@ class RangedDownload:
         pipe: tuple[int, int] | None,
     ) -> Body:
         """Write the response's body at chunk ``k``'s next offset, up to the chunk's end."""
-        if pipe is not None and type(conn.sock) is socket.socket and response.length is not None:
+        if (
+            pipe is not None
+            and self.splice
+            and type(conn.sock) is socket.socket
+            and response.length is not None
+        ):
             return self._splice(k, conn, response, pipe)
         body = Body(response)
         fd = self.sink.fileno()
@@ -261,40 +264,62 @@ class RangedDownload:
         timeout = conn.sock.gettimeout()
         poller = select.poll()
         poller.register(sock, select.POLLIN)
-        try:
-            if pos < end and response.length:
+        # network errors end the body (kept in body.error); file errors propagate
+        data = b""
+        if pos < end and response.length:
+            try:
                 pending = response.fp.peek()
                 take = min(len(pending), end - pos, response.length)
-                if take:
-                    data = response.fp.read(take)
-                    m = 0
-                    while m < take:
-                        m += os.pwrite(fd, data[m:], pos + m)
-                    pos += take
-                    response.length -= take
-                    self._wrote(k, take)
-            while pos < end and response.length and not self._stop:
-                try:
-                    n = os.splice(sock, wpipe, min(PIPE_SIZE, end - pos, response.length))
-                except BlockingIOError:  # sockets with a timeout are non-blocking
-                    if not poller.poll(None if timeout is None else int(timeout * 1000)):
-                        raise TimeoutError("timed out") from None
+                data = response.fp.read(take) if take else b""
+            except (OSError, http.client.HTTPException) as exc:
+                body.error = exc
+                return body
+        if data:
+            m = 0
+            while m < len(data):
+                m += os.pwrite(fd, data[m:], pos + m)
+            pos += len(data)
+            response.length -= len(data)
+            self._wrote(k, len(data))
+        while pos < end and response.length and not self._stop:
+            try:
+                n = os.splice(sock, wpipe, min(PIPE_SIZE, end - pos, response.length))
+            except BlockingIOError:  # sockets with a timeout are non-blocking
+                if poller.poll(None if timeout is None else int(timeout * 1000)):
                     continue
-                if not n:
-                    break  # the server closed the connection
-                m = 0
-                while m < n:
-                    m += os.splice(rpipe, fd, n - m, offset_dst=pos + m)
-                pos += n
-                response.length -= n
-                self._wrote(k, n)
-        except (OSError, http.client.HTTPException) as exc:
-            if isinstance(exc, OSError) and exc.errno in _FILE_ERRNOS:
-                raise  # the disk, not the network
-            body.error = exc
+                body.error = TimeoutError("timed out")
+                break
+            except OSError as exc:
+                body.error = exc
+                break
+            if not n:
+                break  # the server closed the connection
+            self._pipe_to_file(rpipe, fd, n, pos)
+            pos += n
+            response.length -= n
+            self._wrote(k, n)
         if response.length == 0:
             response.close()  # read to its end: the connection can serve the next range
         return body
+
+    def _pipe_to_file(self, rpipe: int, fd: int, n: int, pos: int) -> None:
+        """Move ``n`` bytes from the pipe to the file at ``pos``; through user space
+        (and without splice from then on) on a file system that refuses splice."""
+        m = 0
+        while m < n:
+            if self.splice:
+                try:
+                    m += os.splice(rpipe, fd, n - m, offset_dst=pos + m)
+                    continue
+                except OSError as exc:
+                    if exc.errno not in _NO_SPLICE:
+                        raise
+                    self.splice = False  # the next bodies go through recv_into + pwrite
+            data = os.read(rpipe, n - m)
+            k = 0
+            while k < len(data):
+                k += os.pwrite(fd, data[k:], pos + m + k)
+            m += len(data)
 
     def _fetch(
         self,
