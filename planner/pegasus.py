@@ -61,7 +61,6 @@ msgspec, one job at a time.
 from __future__ import annotations
 
 import gc
-import marshal
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -69,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from ferry.planner import catalogs as cat
+from ferry.planner import forkscan
 from ferry.planner import strictread as strict
 from ferry.planner.model import (
     USE_INPUT,
@@ -879,47 +879,32 @@ class _Reader:
 
 #: jobs text above which the strict reader runs in worker processes
 PARALLEL_MIN = 16 << 20
-_SCAN: tuple = ()
 
 
 def _scan_batches(text: str, batches: list, scanner: Any) -> Any:
     """Yield ``scanner`` (:func:`strictread.scan_jobs`, ``scan_deps``) results for
     ``batches``, in order.
 
-    A large text is scanned by forked workers (they share ``text`` copy-on-write and
-    send back small records); the caller applies the records in order meanwhile.
+    A large text is scanned by forked workers (:mod:`ferry.planner.forkscan`: they
+    share ``text`` copy-on-write and send back marshalled records); the caller
+    applies the records in order meanwhile.
     """
-    global _SCAN
     workers = _workers()
     size = batches[-1][1] - batches[0][0]
-    if workers < 2 or size < PARALLEL_MIN:
+    procs = None
+    if workers >= 2 and size >= PARALLEL_MIN:
+        spans = [(bs, be) for bs, be, _bl, _n in batches]
+        procs = forkscan.fork_scanners(text, spans, scanner, workers)
+    if procs is None:
         for bs, be, _bl, _n in batches:
             yield scanner(text, bs, be)
         return
-    import multiprocessing
-
-    _SCAN = (text, scanner)
+    done = False
     try:
-        try:
-            pool = multiprocessing.get_context("fork").Pool(workers)
-        except (OSError, ValueError, AssertionError):  # e.g. in a daemonic process
-            pool = None
-        if pool is None:
-            for bs, be, _bl, _n in batches:
-                yield scanner(text, bs, be)
-            return
-        with pool:
-            spans = [(bs, be) for bs, be, _bl, _n in batches]
-            for blob in pool.imap(_scan_one, spans, chunksize=1):
-                yield marshal.loads(blob)
+        yield from forkscan.results(procs, len(batches))
+        done = True
     finally:
-        _SCAN = ()
-
-
-def _scan_one(span: tuple[int, int]) -> bytes:
-    text, scanner = _SCAN
-    # marshal: some ten times cheaper to write than pickle for these records
-    return marshal.dumps(scanner(text, span[0], span[1]))
+        forkscan.stop(procs, kill=not done)
 
 
 def _workers() -> int:
