@@ -6,10 +6,10 @@ Why not httpx here (measured on the 2-core reference machine, nginx on
 ============================  ==================  =====================
 client                        CPU per request     CPU per GiB, 1 stream
 ============================  ==================  =====================
-httpx 0.28 ``iter_raw``       1.6-1.7 ms          2.8-3.1 s
-urllib3 2.8 ``readinto``      0.92 ms             1.4-1.6 s
-http.client ``readinto``      0.41-0.44 ms        1.3 s
-sha256 alone                                      0.76 s
+httpx 0.28 ``iter_raw``       1.2-1.7 ms          2.5-3.1 s
+urllib3 2.8 ``readinto``      0.80-0.92 ms        1.3-1.6 s
+http.client ``readinto``      0.41-0.44 ms        1.1-1.3 s
+sha256 alone                                      0.70-0.76 s
 ============================  ==================  =====================
 
 httpx and httpcore build request/response models, parse with h11 and hand out

@@ -5,9 +5,10 @@ kept alive in a pool shared by all threads, the body read straight into the
 sink's reused buffers (:meth:`Sink.copy_from`, which hashes in a second
 thread) with no per-chunk ``bytes``. Measured against nginx on 127.0.0.1 on
 the 2-core reference machine (``benchmarks/bench_http_clients.py``), with
-sha256: 0.41-0.44 ms of CPU per 64 KiB request with 16 threads and 1.3 s of
-CPU per GiB on one stream, against 1.6-1.7 ms and 2.8-3.1 s through httpx
-(0.92 ms and 1.4-1.6 s through urllib3, whose ``readinto`` copies a ``bytes``).
+sha256, two runs: 0.41-0.44 ms of CPU per 64 KiB request with 16 threads and
+1.1-1.3 s of CPU per GiB on one stream, against 1.2-1.7 ms and 2.5-3.1 s
+through httpx (0.80-0.92 ms and 1.3-1.6 s through urllib3, whose ``readinto``
+copies a ``bytes``).
 
 Large objects (``http.streams_min_size``, 64 MiB by default) from a server
 that announces ``Accept-Ranges: bytes`` are fetched over ``http.streams``
