@@ -549,6 +549,25 @@ def test_https_checks_the_certificate(tmp_path: Path, monkeypatch: pytest.Monkey
     assert server.authorized == [True]  # basic auth went over TLS
 
 
+def test_https_parallel_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = _self_signed(tmp_path)
+    data = os.urandom((2 << 20) + 321)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    with _MiniServer({"/big": data}, tls=(cert, key), ranges=True) as server:
+        url = server.url.replace("http://", "https://") + "/big"
+        proto = _ranged()
+        try:  # the streams read TLS into buffers (no splice), hashed in order all the same
+            sink = download(proto, f"https://bob:{SECRET}@{url[8:]}", tmp_path / "out")
+        finally:
+            proto.close()
+    assert sink.sha256 == sha(data) and (tmp_path / "out").read_bytes() == data
+    chunk = 256 << 10
+    assert sorted(server.ranges) == [
+        (a, min(a + chunk, len(data)) - 1) for a in range(chunk, len(data), chunk)
+    ]
+    assert all(server.authorized)  # every range carried the credentials
+
+
 # -- parallel ranged streams ------------------------------------------------------------
 
 
@@ -786,6 +805,7 @@ class _MiniServer:
         redirects: dict[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
         chunked: bool = False,
+        ranges: bool = False,
     ) -> None:
         import ssl
         import threading
@@ -794,6 +814,7 @@ class _MiniServer:
         mini = self
         self.paths: list[str] = []
         self.authorized: list[bool] = []
+        self.ranges: list[tuple[int, int]] = []
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -822,7 +843,23 @@ class _MiniServer:
                     return
                 if body:
                     mini.authorized.append("Authorization" in self.headers)
+                wanted = self.headers.get("Range")
+                if ranges and wanted:  # "bytes=a-b" or "bytes=a-"
+                    first_text, _, last_text = wanted.partition("=")[2].partition("-")
+                    first = int(first_text)
+                    last = int(last_text) if last_text else len(data) - 1
+                    mini.ranges.append((first, last))
+                    part = data[first : last + 1]
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+                    self.send_header("Content-Length", str(len(part)))
+                    self.end_headers()
+                    if body:
+                        self.wfile.write(part)
+                    return
                 self.send_response(200)
+                if ranges:
+                    self.send_header("Accept-Ranges", "bytes")
                 if chunked:  # no length known up front: the body comes in chunks
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
