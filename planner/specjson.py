@@ -202,14 +202,15 @@ class SpecJSON:
         )
         self._src_pieces: dict[str, list[str]] = {}
         self._out_pieces: dict[tuple[str, bool, bool, bool], list[str]] = {}
-        self._rep_parts: dict[tuple[int, str], tuple[str, str]] = {}
-        self._last: tuple[Any, Any, str] = (None, None, "")
+        # the last template, its frame, its site and its Output pieces by flags
+        self._last: tuple[Any, Any, str, list] = (None, None, "", [])
         self.by_job = builder.templates()
-        # the regex replica entries: (fullmatch, its one replica or None, the PFN's parts)
+        # the regex replica entries: (fullmatch, its one replica or None, the PFN's parts,
+        # the JSON around the PFN when it is a plain path: a file:// URL)
         self._regex = [
-            (p.fullmatch, reps[0], _pfn_parts(reps[0].pfn))
+            (p.fullmatch, reps[0], _pfn_parts(reps[0].pfn), _around_pfn(reps[0]))
             if len(reps) == 1
-            else (p.fullmatch, None, [])
+            else (p.fullmatch, None, [], ("", ""))
             for p, reps in self.rc.regex
         ]
 
@@ -238,8 +239,8 @@ class SpecJSON:
             frame = self._frame(t)
             if frame is None:  # pragma: no cover
                 return None
-            self._last = (t, frame, t.labels["site"])
-        _, frame, site = self._last
+            self._last = (t, frame, t.labels["site"], [None] * 8)
+        _, frame, site, out_table = self._last
         lfns = self.lfns
         producer = self.producer
         kept = self.kept
@@ -266,10 +267,14 @@ class SpecJSON:
                         return None
                     inputs.append(inp)
             if t_ == USE_OUTPUT or t_ == USE_INOUT:
-                key = (site, bool(staged[li]), u.stage_out, u.optional)
-                pieces = self._out_pieces.get(key)
+                code = (staged[li] << 2) | (u.stage_out << 1) | u.optional
+                pieces = out_table[code]
                 if pieces is None:
-                    pieces = self._out_pieces[key] = self._output_pieces(*key)
+                    key = (site, bool(staged[li]), u.stage_out, u.optional)
+                    pieces = self._out_pieces.get(key)
+                    if pieces is None:
+                        pieces = self._out_pieces[key] = self._output_pieces(*key)
+                    out_table[code] = pieces
                 outputs.append(lfns[li].join(pieces))
             elif t_ == USE_CHECKPOINT:
                 return None
@@ -302,17 +307,17 @@ class SpecJSON:
         if rc.entries and lfn in rc.entries:
             return None
         found = None
-        for fullmatch, r1, parts1 in self._regex:
+        for fullmatch, r1, parts1, around1 in self._regex:
             m1 = fullmatch(lfn)
             if m1 is None:
                 continue
             if found is not None or r1 is None:
                 return None
-            found = m1, r1, parts1
+            found = m1, r1, parts1, around1
         if found is None:
             return None
-        m, r, parts = found
-        if r.sha256 or rc.checksums.get(lfn):
+        m, r, parts, around = found
+        if r.sha256 or (rc.checksums and rc.checksums.get(lfn)):
             return None
         if len(parts) == 3 and 0 < parts[1] <= m.re.groups:  # type: ignore[operator]
             pfn = parts[0] + (m.group(parts[1]) or "") + parts[2]  # type: ignore[operator]
@@ -325,15 +330,6 @@ class SpecJSON:
         # to_url's own test for a path that is its URL after file://
         if pfn[:1] != "/" or not _PLAIN(pfn) or "/." in pfn or "//" in pfn:
             return None
-        key = (id(r), site)
-        around = self._rep_parts.get(key)
-        if around is None:
-            pr = float(r.priority) if r.priority is not None else PRIO_FILE
-            tail = ',"site":' + _js(r.site) if r.site is not _SITE_DEFAULT_SRC else ""
-            around = self._rep_parts[key] = (
-                '","sources":[{"url":"file://',
-                '","priority":' + _float(pr) + tail + "}]}",
-            )
         return '{"lfn":"' + lfn + around[0] + pfn + around[1]
 
     # -- pieces ------------------------------------------------------------------
@@ -513,6 +509,14 @@ class SpecJSON:
             parts.append("]")
         parts.append(frame.tail)
         return "".join(parts)
+
+
+def _around_pfn(r: Any) -> tuple[str, str]:
+    """What comes before and after a plain path PFN (a file:// URL, so a file's
+    priority whatever the compute site) in ``Input(lfn, sources=[that replica])``."""
+    pr = float(r.priority) if r.priority is not None else PRIO_FILE
+    tail = ',"site":' + _js(r.site) if r.site is not _SITE_DEFAULT_SRC else ""
+    return '","sources":[{"url":"file://', '","priority":' + _float(pr) + tail + "}]}"
 
 
 def _priority(url: str, r_site: str, prio: int | None, site: str) -> float:

@@ -385,12 +385,9 @@ def apply_dep(r: _Reader, entries: list[tuple], i: int) -> int:
         p = job_index.get(pid)
         if p is None:
             return i  # the general path reports it, with its line
-        out = []
-        for c in kids:
-            ci = job_index.get(c)
-            if ci is None:
-                return i
-            out.append(ci)
+        out = list(map(job_index.get, kids))
+        if None in out:
+            return i
         children[p].extend(out)
         i += 1
     return i
