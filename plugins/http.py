@@ -59,8 +59,7 @@ from .errors import (
     TransferTimeout,
     TransientError,
 )
-from .protocol import Capability, Protocol, ProtocolContext, ProtocolInfo, Sink, Stat
-from .spec import hookimpl
+from .protocol import Protocol, ProtocolContext, Sink, Stat
 from .url import URL, parse_url, redact
 
 if TYPE_CHECKING:
@@ -82,21 +81,6 @@ __all__ = [
 
 #: resumes (Range re-requests) one ``get`` makes before it gives up
 MAX_RESUMES = 5
-
-
-@hookimpl
-def ferry_protocols() -> list[ProtocolInfo]:
-    return [
-        ProtocolInfo(
-            name="http",
-            schemes=("http", "https"),
-            capabilities=frozenset({Capability.GET, Capability.STAT, Capability.RESUME}),
-            implementation="ferry.plugins.http:HttpProtocol",
-            requires=("httpx",),
-            extra="http",
-            description="HTTP(S) downloads, resumed with Range requests",
-        )
-    ]
 
 
 # -- error mapping ---------------------------------------------------------

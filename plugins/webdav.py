@@ -24,38 +24,13 @@ from .errors import (
     TransferError,
 )
 from .http import HttpProtocol, parse_http_date
-from .protocol import Capability, ProtocolContext, ProtocolInfo, Source, Stat
-from .spec import hookimpl
+from .protocol import ProtocolContext, Source, Stat
 from .url import URL, parse_url
 
 if TYPE_CHECKING:
     import httpx
 
 __all__ = ["WebdavProtocol"]
-
-
-@hookimpl
-def ferry_protocols() -> list[ProtocolInfo]:
-    return [
-        ProtocolInfo(
-            name="webdav",
-            schemes=("webdav", "webdavs"),
-            capabilities=frozenset(
-                {
-                    Capability.GET,
-                    Capability.PUT,
-                    Capability.STAT,
-                    Capability.MKDIR,
-                    Capability.REMOVE,
-                    Capability.RESUME,
-                }
-            ),
-            implementation="ferry.plugins.webdav:WebdavProtocol",
-            requires=("httpx",),
-            extra="http",
-            description="WebDAV servers; webdav:// over http, webdavs:// over https",
-        )
-    ]
 
 
 _DAV = "{DAV:}"

@@ -72,7 +72,10 @@ def download(proto: HttpProtocol, url: str, dest: Path, sink: Sink | None = None
 def test_declared_through_the_entry_point_without_importing_httpx() -> None:
     reg = Registry()
     assert {Capability.GET, Capability.STAT, Capability.RESUME} <= reg.capabilities("https")
-    code = "import sys, ferry.plugins.http as m; m.ferry_protocols(); print('httpx' in sys.modules)"
+    code = (
+        "import sys, ferry.plugins.builtin as b, ferry.plugins.http;"
+        " b.http.ferry_protocols(); print('httpx' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
