@@ -69,9 +69,10 @@ DEP = re.compile(r"- id: ([^\n]*)\n  children:(?: \[\]\n|\n((?:  - [^\n]*\n)*))"
 #: not a word a YAML 1.1 parser could read as a boolean or null (and some more)
 _NOT_WORD = r"(?![yYnNtTfFoO][a-zA-Z]{0,4}\n)"
 #: a scalar that every YAML parser reads as itself, a string (see the module doc)
-_TOKEN = _NOT_WORD + r"(?:[A-Za-z_/]|-(?=[A-Za-z_]))[A-Za-z0-9_./-]*"
+#: (possessive: a token always runs to its line's end, so no backtracking into it)
+_TOKEN = _NOT_WORD + r"(?:[A-Za-z_/]|-(?=[A-Za-z_]))[A-Za-z0-9_./-]*+"
 #: a token that is also a valid job id
-_ID_TOKEN = _NOT_WORD + r"[A-Za-z_][-0-9A-Za-z_]*"
+_ID_TOKEN = _NOT_WORD + r"[A-Za-z_][-0-9A-Za-z_]*+"
 _USE_FLAG_LINE = (
     r"    (?:(?:stageOut|registerReplica|optional|executable|bypass): (?:true|false)"
     r"|size: -?(?:0|[1-9][0-9]*))\n"
@@ -418,14 +419,15 @@ def _flags(block: str) -> tuple[list[bool] | None, int | None]:
     return flags, size
 
 
-def _fast_job(m: re.Match, names: dict[str, str]) -> tuple:
-    """The :func:`parse_job` record of a :data:`FAST_JOB` match."""
-    ns, ver, name, jid, stdin, stdout, stderr, label, args_t, uses_t = m.groups()
+def _fast_job(groups: tuple, names: dict[str, str]) -> tuple:
+    """The :func:`parse_job` record of a :data:`FAST_JOB` match's groups (an optional
+    part absent is None from ``finditer``, "" from ``findall``: a token is never "")."""
+    ns, ver, name, jid, stdin, stdout, stderr, label, args_t, uses_t = groups
     # one object per distinct name: marshal then sends it once per batch
     name = names.setdefault(name, name)
     stdio = None
-    if stdin is not None or stdout is not None or stderr is not None:
-        stdio = [stdin, stdout, stderr]
+    if stdin or stdout or stderr:
+        stdio = [stdin or None, stdout or None, stderr or None]
     uses = []
     if uses_t:
         types = USE_TYPES
@@ -438,27 +440,36 @@ def _fast_job(m: re.Match, names: dict[str, str]) -> tuple:
     return (
         jid,
         name,
-        ns,
-        ver,
+        ns or None,
+        ver or None,
         args_t[4:-1].split("\n  - ") if args_t else [],
         uses,
         stdio,
         None,
-        label,
+        label or None,
         None,
     )
 
 
+def _all_items(found: list, text: str, bs: int, be: int) -> bool:
+    """Whether the first tier matched every item of ``text[bs:be]`` (items start with
+    "-" at a line start; a match is always one whole item, so counting is enough)."""
+    return len(found) == text.count("\n-", bs, be) + 1
+
+
 def scan_jobs(text: str, bs: int, be: int) -> list[tuple]:
     """:func:`scan` of jobs, with the token-only tier first."""
+    names: dict[str, str] = {}
+    found = FAST_JOB.findall(text, bs, be)
+    if _all_items(found, text, bs, be):  # the common case: no positions needed
+        return [_fast_job(g, names) for g in found]
     out: list[tuple] = []
     pos = bs
-    names: dict[str, str] = {}
     for m in FAST_JOB.finditer(text, bs, be):
         s = m.start()
         if s != pos:  # whole items between: the checking tier
             out.extend(scan(text, pos, s, JOB, parse_job))
-        out.append(_fast_job(m, names))
+        out.append(_fast_job(m.groups(), names))
         pos = m.end()
     if pos < be:
         out.extend(scan(text, pos, be, JOB, parse_job))
@@ -467,6 +478,9 @@ def scan_jobs(text: str, bs: int, be: int) -> list[tuple]:
 
 def scan_deps(text: str, bs: int, be: int) -> list[tuple]:
     """:func:`scan` of jobDependencies entries, with the token-only tier first."""
+    found = FAST_DEP.findall(text, bs, be)
+    if _all_items(found, text, bs, be):
+        return [(pid, kids[4:-1].split("\n  - ") if kids else []) for pid, kids in found]
     out: list[tuple] = []
     pos = bs
     for m in FAST_DEP.finditer(text, bs, be):
