@@ -57,6 +57,7 @@ __all__ = [
     "ConnectFailed",
     "WirePool",
     "basic_auth_header",
+    "idle_readable",
     "map_wire_exceptions",
     "proxy_configured",
     "split_target",
@@ -148,7 +149,7 @@ class WirePool:
             if conn is None:
                 return self._new(key), False
             sock = conn.sock
-            if sock is not None and not _readable(sock):
+            if sock is not None and not idle_readable(sock):
                 return conn, True
             conn.close()  # the server closed it (or sent bytes nobody asked for)
 
@@ -225,7 +226,7 @@ class WirePool:
             conn.close()
 
 
-def _readable(sock: Any) -> bool:
+def idle_readable(sock: Any) -> bool:
     """An idle keep-alive socket is readable only if the server closed it."""
     try:
         poller = select.poll()

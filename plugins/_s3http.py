@@ -23,7 +23,6 @@ import hmac
 import http.client
 import random
 import re
-import select
 import socket
 import threading
 import time
@@ -31,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
+
+from ._httpwire import idle_readable
 
 __all__ = [
     "EMPTY_SHA256",
@@ -193,7 +194,7 @@ class Pool:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
                 break
-            if conn.sock is not None and not _readable(conn.sock):
+            if conn.sock is not None and not idle_readable(conn.sock):
                 return conn, True
             conn.close()
         if self.scheme == "https":
@@ -227,16 +228,6 @@ class Pool:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
-
-
-def _readable(sock: Any) -> bool:
-    """An idle keep-alive socket is readable only if the server closed it."""
-    try:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError):
-        return True
 
 
 def ssl_context(verify: bool | str | None) -> Any:

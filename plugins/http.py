@@ -348,6 +348,57 @@ class HttpProtocol(Protocol):
         if self._httpx is not None:
             self._httpx.close()
 
+    def _not_satisfiable(
+        self, url: URL, sink: Sink, state: Any, content_range: str | None
+    ) -> None:
+        """A 416 to ``Range: bytes=OFFSET-``: done if the sink holds the whole object,
+        else start over (the object is shorter than what the sink holds)."""
+        state.resumable = True
+        start = sink.offset
+        total = _content_range(content_range)[1]
+        if total == start:  # the sink already holds every byte
+            sink.set_size(total)
+            return
+        sink.reset()
+        raise IncompleteTransfer(
+            f"GET {url}: range from {start} not satisfiable, starting over",
+            url=str(url),
+            plugin=self.name,
+        )
+
+    def _body_size(
+        self,
+        url: URL,
+        sink: Sink,
+        state: Any,
+        status: int,
+        accept_ranges: str | None,
+        content_range: str | None,
+        length: int | None,
+    ) -> int | None:
+        """The object's full size from a 200 or 206 answer to a GET from ``sink.offset``
+        (None when unknown); a 206 from elsewhere, or a 200 to a ranged request,
+        restarts the sink as needed."""
+        start = sink.offset
+        if (accept_ranges or "").strip().lower() == "bytes":
+            state.resumable = True
+        if status != 206:
+            if start:  # the server ignored Range: take the whole body
+                sink.reset()
+            return length
+        state.resumable = True
+        first, total = _content_range(content_range)
+        if first != start:
+            sink.reset()
+            raise IncompleteTransfer(
+                f"GET {url}: asked for bytes from {start}, got {first}; starting over",
+                url=str(url),
+                plugin=self.name,
+            )
+        if total is not None:
+            return total
+        return start + length if length is not None else None
+
     # -- helpers shared with subclasses ----------------------------------
 
     def target(self, url: URL) -> str:
@@ -478,40 +529,21 @@ class HttpProtocol(Protocol):
             if status in _REDIRECTS and response.getheader("Location"):
                 raise _Redirected
             if status == 416 and start:
-                state.resumable = True
-                total = _content_range(response.getheader("Content-Range"))[1]
-                if total == start:  # the sink already holds every byte
-                    sink.set_size(total)
-                    return
-                sink.reset()
-                raise IncompleteTransfer(
-                    f"GET {url}: range from {start} not satisfiable, starting over",
-                    url=str(url),
-                    plugin=self.name,
-                )
+                self._not_satisfiable(url, sink, state, response.getheader("Content-Range"))
+                return
             if not 200 <= status < 300:
                 raise wire_status_error(response, url, "GET", self.name)
-            if (response.getheader("Accept-Ranges") or "").strip().lower() == "bytes":
-                state.resumable = True
             length = response.length  # Content-Length as http.client read it (None: chunked)
-            expected: int | None
-            if status == 206:
-                state.resumable = True
-                first, total = _content_range(response.getheader("Content-Range"))
-                if first != start:
-                    sink.reset()
-                    raise IncompleteTransfer(
-                        f"GET {url}: asked for bytes from {start}, got {first}; starting over",
-                        url=str(url),
-                        plugin=self.name,
-                    )
-                expected = (
-                    total if total is not None else (start + length if length is not None else None)
-                )
-            else:
-                if start:  # the server ignored Range: take the whole body
-                    sink.reset()
-                expected = length
+            expected = self._body_size(
+                url,
+                sink,
+                state,
+                status,
+                response.getheader("Accept-Ranges"),
+                response.getheader("Content-Range"),
+                length,
+            )
+            if status != 206:  # the whole body: large ones go over parallel or spliced streams
                 settings = self.settings
                 big = (
                     length is not None
@@ -633,41 +665,20 @@ class HttpProtocol(Protocol):
             status = response.status_code
             h = response.headers
             if status == 416 and start:
-                state.resumable = True
-                total = _content_range(h.get("content-range"))[1]
-                if total == start:  # the sink already holds every byte
-                    sink.set_size(total)
-                    return
-                sink.reset()
-                raise IncompleteTransfer(
-                    f"GET {url}: range from {start} not satisfiable, starting over",
-                    url=str(url),
-                    plugin=self.name,
-                )
+                self._not_satisfiable(url, sink, state, h.get("content-range"))
+                return
             if not 200 <= status < 300:
                 raise status_error(response, url, "GET", self.name)
-            if h.get("accept-ranges", "").lower() == "bytes":
-                state.resumable = True
             length_text = h.get("content-length")
-            length = int(length_text) if length_text and length_text.isdigit() else None
-            expected: int | None
-            if status == 206:
-                state.resumable = True
-                first, total = _content_range(h.get("content-range"))
-                if first != start:
-                    sink.reset()
-                    raise IncompleteTransfer(
-                        f"GET {url}: asked for bytes from {start}, got {first}; starting over",
-                        url=str(url),
-                        plugin=self.name,
-                    )
-                expected = (
-                    total if total is not None else (start + length if length is not None else None)
-                )
-            else:
-                if start:  # the server ignored Range: take the whole body
-                    sink.reset()
-                expected = length
+            expected = self._body_size(
+                url,
+                sink,
+                state,
+                status,
+                h.get("accept-ranges"),
+                h.get("content-range"),
+                int(length_text) if length_text and length_text.isdigit() else None,
+            )
             sink.set_size(expected)
             write = sink.write
             for chunk in response.iter_raw(self.chunk_size):
