@@ -430,7 +430,9 @@ class LeanS3:
                 resp.release_conn()
             return resp
         try:
-            data = b"" if method == "HEAD" else raw.read()
+            # read even a HEAD's (empty) body: http.client keeps an unread response on
+            # the connection and refuses the next request on it (ResponseNotReady)
+            data = raw.read()
         except (OSError, http.client.HTTPException):
             data = b""
             resp.close()
