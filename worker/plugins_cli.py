@@ -15,9 +15,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the list as JSON")
 
 
+def _runtimes(registry: Registry) -> tuple[list[tuple[str, str, str | None]], list[str]]:
+    """Each container runtime: name, binary (or ""), why it is unavailable (or None);
+    and what went wrong with runtime plugins."""
+    from ferry.containers.runtimes import load_runtimes
+
+    problems: list[str] = []
+    found = []
+    for name, cls in sorted(load_runtimes(registry, failures=problems).items()):
+        rt = cls()
+        found.append((name, rt.binary or "", rt.unavailable_reason()))
+    return found, problems
+
+
 def run(args: argparse.Namespace) -> int:
     registry = Registry(use_cache=False)  # always the full discovery (it refreshes the cache)
     entries = registry.entries()
+    runtimes, runtime_problems = _runtimes(registry)
     if args.json:
         data = {
             "protocols": [
@@ -37,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
                 {"plugin": f.plugin, "source": f.source, "reason": f.reason}
                 for f in registry.failures
             ],
+            "runtimes": [
+                {"name": n, "binary": b or None, "available": r is None, "reason": r}
+                for n, b, r in runtimes
+            ],
+            "runtime_failures": runtime_problems,
         }
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -57,4 +76,12 @@ def run(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
     for f in registry.failures:
         print(f"failed to load plugin {f.plugin!r} from {f.source}: {f.reason}")
+    print()
+    rows = [("RUNTIME", "STATUS")]
+    rows += [(n, f"ok ({b})" if r is None else f"unavailable: {r}") for n, b, r in runtimes]
+    width = max(len(r[0]) for r in rows)
+    for name, status in rows:
+        print(f"{name.ljust(width)}  {status}")
+    for problem in runtime_problems:
+        print(f"runtime plugin problem: {problem}")
     return 0

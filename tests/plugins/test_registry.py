@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -126,6 +128,32 @@ def test_plugins_command_lists_schemes_and_failures(tmp_path: Path) -> None:
         timeout=60,
     )
     assert p.returncode == 0 and "PROTOCOL" in p.stdout and "file" in p.stdout
+
+
+def test_plugins_command_lists_container_runtimes(tmp_path: Path) -> None:
+    """Runtimes too: found or not, and why not; FERRY_<NAME>_BIN moves a runtime's binary."""
+    import json
+
+    fake = tmp_path / "apptainer"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "FERRY_APPTAINER_BIN": str(fake), "FERRY_SINGULARITY_BIN": "/nowhere/x"}
+    p = subprocess.run(
+        [sys.executable, "-m", "ferry.planner.cli", "plugins", "--json"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert p.returncode == 0, p.stderr
+    runtimes = {r["name"]: r for r in json.loads(p.stdout)["runtimes"]}
+    assert {"apptainer", "singularity", "docker", "podman", "charliecloud"} <= set(runtimes)
+    assert runtimes["apptainer"]["available"] and runtimes["apptainer"]["binary"] == str(fake)
+    assert not runtimes["singularity"]["available"]
+    assert "FERRY_SINGULARITY_BIN" in runtimes["singularity"]["reason"]
+    p = subprocess.run(
+        [sys.executable, "-m", "ferry.planner.cli", "plugins"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert p.returncode == 0 and "RUNTIME" in p.stdout
+    assert re.search(rf"^apptainer +ok \({re.escape(str(fake))}\)$", p.stdout, re.M)
 
 
 def test_threads_racing_to_discover_all_see_every_plugin() -> None:
