@@ -10,12 +10,13 @@ and zero-filling a buffer for every 16 KiB file costs more than copying it).
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
-__all__ = ["HashRing", "pump"]
+__all__ = ["FdReader", "HashRing", "pump"]
 
 #: bytes per read and write. The buffer is copied twice in the kernel (page
 #: cache -> buffer -> page cache); 256 KiB stays in a core's L2 cache between the
@@ -38,22 +39,36 @@ def _thread_buffer(size: int) -> bytearray:
     return buf
 
 
-def _write_all(dst: BinaryIO, view: memoryview) -> None:
-    n = 0
+class FdReader:
+    """``readinto`` on a raw file descriptor (no ``FileIO`` object: its ``fstat``
+    and set-up cost more than reading a small file)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def readinto(self, buf: Any) -> int:
+        return os.readv(self.fd, (buf,))
+
+
+def _write_all(write: Callable[[memoryview], int], view: memoryview) -> None:
+    n = write(view)
     while n < len(view):
-        n += dst.write(view[n:])  # type: ignore[arg-type]
+        n += write(view[n:])
 
 
 def pump(
-    src: BinaryIO,
-    dst: BinaryIO,
+    src: Any,
+    write: Callable[[memoryview], int],
     hasher: Any,
     *,
     progress: Callable[[int], None] | None = None,
     bufsize: int = BUFSIZE,
     size: int | None = None,
 ) -> int:
-    """Copy ``src`` to ``dst`` until EOF, feeding ``hasher``; return the byte count.
+    """Copy ``src`` (anything with ``readinto``) through ``write`` (``os.write`` on a
+    descriptor, say) until EOF, feeding ``hasher``; return the byte count.
 
     With ``size`` (the length a stat announced) at most that many bytes are
     read and no read is spent on finding EOF: a source that grows meanwhile
@@ -64,7 +79,7 @@ def pump(
     view = memoryview(first)
     chunk = _chunker(bufsize, size)
     want = chunk(0)
-    n = src.readinto(view[:want]) if want else 0  # type: ignore[attr-defined]
+    n = src.readinto(view[:want]) if want else 0
     if not n:
         return 0
     # small, or (size unknown) a short first read: likely the whole input
@@ -73,14 +88,14 @@ def pump(
         total = 0
         while n:
             hasher.update(view[:n])
-            _write_all(dst, view[:n])
+            _write_all(write, view[:n])
             total += n
             if progress:
                 progress(n)
             want = chunk(total)
-            n = src.readinto(view[:want]) if want else 0  # type: ignore[attr-defined]
+            n = src.readinto(view[:want]) if want else 0
         return total
-    return _pump_threaded(src, dst, hasher, first, n, progress, chunk)
+    return _pump_threaded(src, write, hasher, first, n, progress, chunk)
 
 
 def _chunker(bufsize: int, size: int | None) -> Callable[[int], int]:
@@ -91,8 +106,8 @@ def _chunker(bufsize: int, size: int | None) -> Callable[[int], int]:
 
 
 def _pump_threaded(
-    src: BinaryIO,
-    dst: BinaryIO,
+    src: Any,
+    write: Callable[[memoryview], int],
     hasher: Any,
     first: bytearray,
     n: int,
@@ -103,14 +118,14 @@ def _pump_threaded(
     total = 0
     try:
         while n:
-            _write_all(dst, ring.submit(n))
+            _write_all(write, ring.submit(n))
             total += n
             if progress:
                 progress(n)
             want = chunk(total)
             if not want:
                 break
-            n = src.readinto(ring.advance()[:want])  # type: ignore[attr-defined]
+            n = src.readinto(ring.advance()[:want])
     finally:
         ring.close()
     return total

@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from stat import S_ISDIR
 
+from ._pump import FdReader
 from .errors import (
     IncompleteTransfer,
     NotFound,
@@ -27,12 +28,26 @@ from .errors import (
 from .protocol import Protocol, Sink, Source, Stat
 from .url import URL
 
-__all__ = ["FileProtocol", "map_os_exceptions", "make_symlink", "move", "part_name"]
+__all__ = ["FileProtocol", "make_symlink", "map_os_exceptions", "move", "os_error", "part_name"]
 
 
 
 _PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
 _TRANSIENT = {errno.EIO, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE, errno.EBUSY}
+
+
+def os_error(exc: OSError, url: URL | str, what: str) -> TransferError:
+    """The ferry error for ``exc``, naming the path and the cause."""
+    cause = exc.strerror or str(exc)
+    where = exc.filename if exc.filename else str(url)
+    msg = f"cannot {what} {where}: {cause}"
+    if exc.errno == errno.ENOENT:
+        return NotFound(msg, url=str(url), plugin="file")
+    if exc.errno in _PERMISSION:
+        return PermissionDenied(msg, url=str(url), plugin="file")
+    if exc.errno in _TRANSIENT:
+        return TransientError(msg, url=str(url), plugin="file")
+    return PermanentError(msg, url=str(url), plugin="file")
 
 
 @contextlib.contextmanager
@@ -43,16 +58,7 @@ def map_os_exceptions(url: URL | str, what: str) -> Iterator[None]:
     except TransferError:
         raise
     except OSError as exc:
-        cause = exc.strerror or str(exc)
-        where = exc.filename if exc.filename else str(url)
-        msg = f"cannot {what} {where}: {cause}"
-        if exc.errno == errno.ENOENT:
-            raise NotFound(msg, url=str(url), plugin="file") from exc
-        if exc.errno in _PERMISSION:
-            raise PermissionDenied(msg, url=str(url), plugin="file") from exc
-        if exc.errno in _TRANSIENT:
-            raise TransientError(msg, url=str(url), plugin="file") from exc
-        raise PermanentError(msg, url=str(url), plugin="file") from exc
+        raise os_error(exc, url, what) from exc
 
 
 _PART_TAG = os.urandom(3).hex()  # this process's, so two hosts on one file system differ
@@ -81,18 +87,27 @@ class FileProtocol(Protocol):
 
     def get(self, url: URL, sink: Sink, progress: Callable[[int], None] | None = None) -> None:
         path = url.local_path
-        with map_os_exceptions(url, "read"):
-            with open(path, "rb", buffering=0) as f:
-                before = os.fstat(f.fileno())
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                before = os.fstat(fd)
                 if S_ISDIR(before.st_mode):
                     raise PermanentError(f"cannot read {path}: is a directory", url=str(url))
                 sink.set_size(before.st_size)
                 if sink.offset:
-                    f.seek(sink.offset)
+                    os.lseek(fd, sink.offset, os.SEEK_SET)
                 # no further than the size seen now: a file that grows while it is
                 # read fails the check below instead of keeping the copy going
-                sink.copy_from(f, progress=progress, size=before.st_size - sink.offset)
-                after = os.fstat(f.fileno())
+                sink.copy_from(
+                    FdReader(fd),  # type: ignore[arg-type]
+                    progress=progress,
+                    size=before.st_size - sink.offset,
+                )
+                after = os.fstat(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise os_error(exc, url, "read") from exc
         if (
             sink.offset != before.st_size
             or after.st_size != before.st_size

@@ -49,7 +49,7 @@ from ferry.plugins.errors import (
     TransientError,
     UnsupportedScheme,
 )
-from ferry.plugins.file import make_symlink, map_os_exceptions, move, part_name
+from ferry.plugins.file import make_symlink, map_os_exceptions, move, os_error, part_name
 from ferry.plugins.protocol import Capability, Sink, Source
 from ferry.plugins.registry import Registry
 from ferry.plugins.url import URL, redact
@@ -224,6 +224,7 @@ class Engine:
         self.config = config or TransferConfig()
         self.subscribers = list(subscribers)
         self._cancel = threading.Event()
+        self._handlers: dict[str, list[Callable[..., None]]] = {}
         #: directories this engine created: a file in one cannot predate the run, so
         #: the same-file check (a stat per file) is skipped there
         self._made_dirs: set[str] = set()
@@ -233,6 +234,7 @@ class Engine:
     def run(self, requests: Iterable[Request]) -> list[TransferResult]:
         """Run every request; results come back in request order."""
         reqs = list(requests)
+        self._bind()
         order = {id(r): i for i, r in enumerate(reqs)}
         results: list[TransferResult | None] = [None] * len(reqs)
         mkdirs = [r for r in reqs if isinstance(r, MkdirRequest)]
@@ -244,9 +246,22 @@ class Engine:
             for r in phase:
                 self._emit("on_queued", r, None)
             workers = max(1, min(self.config.threads, len(phase)))
+            if phase is transfers and all(self._local_copy(r) for r in transfers):
+                # nothing to wait for but the CPU and the kernel: threads beyond the
+                # cores only contend (2,000 small files on 2 cores: 0.37 s of work on
+                # 2 threads, 0.59 s on 8)
+                workers = min(workers, _cores())
             for res in self._run_all(phase, workers):
                 results[order[id(res.request)]] = res
         return [r for r in results if r is not None]
+
+    def _local_copy(self, req: TransferRequest) -> bool:
+        """Whether ``req`` copies a local file to a local file (not a link or a move)."""
+        return (
+            req.dest.url.scheme == "file"
+            and not (self.config.symlink or req.symlink)
+            and all(s.url.is_local for s in req.sources)
+        )
 
     def _run_all(self, phase: list[Request], workers: int) -> list[TransferResult]:
         """``run_one`` over ``phase`` on ``workers`` threads; results in ``phase`` order.
@@ -397,10 +412,17 @@ class Engine:
         sources = req.ordered_sources()
         dead: set[int] = set()  # sources that failed permanently
         reported = [0]  # bytes announced to subscribers, to rewind on a new try
+        if not self._handlers:
+            self._bind()
+        listeners = self._handlers["on_progress"]
 
         def progress(n: int) -> None:
             reported[0] += n
-            self._emit("on_progress", req, n)
+            for handler in listeners:
+                handler(req, n)
+
+        if not listeners:
+            progress = _ignore_progress  # noqa: F811 - nobody listens: skip the bookkeeping
 
         def one_round(round_no: int) -> TransferResult:
             last: FerryError | None = None
@@ -589,8 +611,8 @@ class Engine:
                     sha = _hash_file(dest, req.sha256)
                     return _Done(os.path.getsize(dest), sha)
         proto = self.registry.protocol(src.scheme)
-        with map_os_exceptions(f"file://{dest}", "write"):
-            tmp = part_name(dest)
+        tmp = part_name(dest)
+        try:
             try:
                 sink = Sink(tmp)
             except FileNotFoundError:
@@ -598,6 +620,8 @@ class Engine:
                 os.makedirs(dest_dir, exist_ok=True)
                 self._made_dirs.add(dest_dir)
                 sink = Sink(tmp)
+        except OSError as exc:
+            raise os_error(exc, f"file://{dest}", "write") from exc
         try:
             try:
                 proto.get(src, sink, progress)
@@ -610,10 +634,12 @@ class Engine:
             sha = sink.sha256
             if req.sha256 and sha != req.sha256:
                 raise _mismatch(req, src, req.sha256, sha)
-            with map_os_exceptions(f"file://{dest}", "write"):
+            try:
                 if req.executable:
                     os.chmod(tmp, 0o755)
                 os.replace(tmp, dest)
+            except OSError as exc:
+                raise os_error(exc, f"file://{dest}", "write") from exc
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -657,9 +683,34 @@ class Engine:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
+    def _bind(self) -> None:
+        """Each event's handlers: the subscribers' methods that override the no-op."""
+        self._handlers = {
+            event: [
+                getattr(sub, event)
+                for sub in self.subscribers
+                if getattr(type(sub), event, None) is not getattr(Subscriber, event)
+            ]
+            for event in ("on_queued", "on_progress", "on_attempt_failed", "on_done")
+        }
+
     def _emit(self, event: str, *args: Any) -> None:
-        for sub in self.subscribers:
-            getattr(sub, event)(*args)
+        if not self._handlers:
+            self._bind()
+        for handler in self._handlers[event]:
+            handler(*args)
+
+
+def _cores() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _ignore_progress(n: int) -> None:
+    pass
 
 
 def _describe(exc: BaseException) -> str:

@@ -72,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="transfers at once; 0 means $PEGASUS_TRANSFER_THREADS, else 8 (default: 0)",
+        help="transfers at once; 0 means $PEGASUS_TRANSFER_THREADS, else 8 (default: 0);"
+        " a list of only local-to-local copies runs at most one per CPU",
     )
     parser.add_argument(
         "-s",
