@@ -50,6 +50,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from _ferry import ferry_python  # noqa: E402
+
 from tests.fixtures.s3 import SeaweedS3, start_seaweedfs, write_s3_credentials  # noqa: E402
 
 KiB = 1 << 10
@@ -153,6 +155,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.work = Path(args.workdir).resolve()
+        self.ferry_python = str(ferry_python(args.ferry))
         if self.work.exists():
             shutil.rmtree(self.work)
         self.work.mkdir(parents=True)
@@ -215,7 +218,7 @@ class Bench:
 
     def ferry_cmd(self, listing: Path) -> list[str]:
         return [
-            sys.executable,
+            self.ferry_python,
             "-m",
             "ferry.planner.cli",
             "transfer",
@@ -417,6 +420,12 @@ def main() -> int:
     ap.add_argument("--workdir", default=str(HERE / "_work" / "s3"))
     ap.add_argument("--json", default=str(HERE / "results" / "s3.json"))
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument(
+        "--ferry",
+        choices=("installed", "checkout"),
+        default="installed",
+        help="time ferry installed into benchmarks/_work/cli-venv (default) or the dev venv's",
+    )
     args = ap.parse_args()
 
     bench = Bench(args)

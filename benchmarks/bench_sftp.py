@@ -36,7 +36,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _ferry import ferry_python  # noqa: E402
+
 from tests.fixtures.sftp import SshServer, start_sshd, write_credentials  # noqa: E402
+
+#: the Python whose ferry a cold run times (main() sets it; see benchmarks/_ferry.py)
+FERRY_PY = sys.executable
 
 #: one-up: a single small file, the fixed cost of one command (start-up, login)
 WORKLOADS = ("one-up", "small-up", "small-down", "big-up", "big-down")
@@ -162,7 +167,7 @@ def commands(st: Setup, tool: str, workload: str, dst_local: Path, dst_remote: P
             warm = ["--warm-run", str(lst), str(st.creds), str(st.threads)]
             return [sys.executable, str(Path(__file__).resolve()), *warm]
         return [
-            sys.executable, "-m", "ferry.planner.cli", "transfer",
+            FERRY_PY, "-m", "ferry.planner.cli", "transfer",
             "--credentials", str(st.creds), "--json", "--progress", "none",
             "-n", str(st.threads), "-f", str(lst),
         ]  # fmt: skip
@@ -262,7 +267,7 @@ def warm_up(st: Setup) -> None:
     url = f"sftp://{st.server.user}@{st.server.host}:{st.server.port}{st.server.root}/warm/{name}"
     lst = st.work / "list-warm.json"
     lst.write_text(transfer_list([(f"file://{st.small}/{name}", url, st.sums[name])]))
-    argv = [sys.executable, "-m", "ferry.planner.cli", "transfer", "--credentials", str(st.creds)]
+    argv = [FERRY_PY, "-m", "ferry.planner.cli", "transfer", "--credentials", str(st.creds)]
     subprocess.run([*argv, "-f", str(lst)], env=bench_env(st), check=True, capture_output=True)
 
 
@@ -359,7 +364,16 @@ def main() -> int:
     )
     ap.add_argument("--wait-max", type=float, default=300.0, help="longest wait (seconds)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sftp.json"))
+    ap.add_argument(
+        "--ferry",
+        choices=("installed", "checkout"),
+        default="installed",
+        help="time ferry installed into benchmarks/_work/cli-venv (default) or the dev venv's;"
+        " ferry-warm always runs in this Python",
+    )
     args = ap.parse_args()
+    global FERRY_PY
+    FERRY_PY = str(ferry_python(args.ferry))
     tools = [t for t in args.tools.split(",") if t]
     workloads = [w for w in args.workloads.split(",") if w]
     for t in tools:

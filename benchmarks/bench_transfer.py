@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _ferry import ferry_python
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_WORKDIR = HERE / "_work" / "transfer"
@@ -251,13 +253,13 @@ class Tools:
     python: str
 
     @classmethod
-    def find(cls) -> Tools:
+    def find(cls, ferry: str = "installed") -> Tools:
         return cls(
             cp=shutil.which("cp"),
             curl=shutil.which("curl"),
             rclone=_find_rclone(),
             pegasus=_find_pegasus(),
-            ferry=_find_ferry(),
+            ferry=_find_ferry(ferry),
             python=sys.executable,
         )
 
@@ -344,12 +346,13 @@ def _pegasus_version(pegasus: list[str] | None) -> str:
     return done.stdout.strip() or "unknown"
 
 
-def _find_ferry() -> list[str]:
-    """The installed ``ferry`` script beside this Python (not a pyenv shim), else ``-m``."""
-    script = Path(sys.executable).parent / "ferry"
+def _find_ferry(which: str = "installed") -> list[str]:
+    """The ``ferry`` script of the timed install (benchmarks/_ferry.py), not a pyenv shim."""
+    python = ferry_python(which)
+    script = python.parent / "ferry"
     if script.exists():
         return [str(script), "transfer"]
-    return [sys.executable, "-m", "ferry.worker.transfer_cli"]
+    return [str(python), "-m", "ferry.planner.cli", "transfer"]
 
 
 # -- tool specs per workload -------------------------------------------------------------
@@ -986,6 +989,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--clean", action="store_true", help="remove the work directory (and its data) at the end"
     )
+    p.add_argument(
+        "--ferry",
+        choices=("installed", "checkout"),
+        default="installed",
+        help="time ferry installed from this checkout into benchmarks/_work/cli-venv"
+        " (default), or the development venv's editable install",
+    )
     args = p.parse_args(argv)
     if args.runs < 1 or args.pegasus_runs < 0:
         p.error("--runs must be >= 1 and --pegasus-runs >= 0")
@@ -1026,7 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
         print_report(load_json(args.report))
         return 0
     workloads = args.only or list(WORKLOADS)
-    tools = Tools.find()
+    tools = Tools.find(args.ferry)
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     b = Bench(tools, workdir, args.pegasus_runs)

@@ -37,11 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import venv
 from pathlib import Path
 
+import _ferry
+
 REPO = Path(__file__).resolve().parents[1]
-VENV = REPO / "benchmarks" / "_work" / "worker-venv"
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -52,17 +52,7 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
 
 def installed_python() -> str:
     """A venv with ferry installed from this checkout (not editable); ferry reinstalled."""
-    py = VENV / "bin" / "python"
-    if not py.exists():
-        print(f"making {VENV} (once) ...", file=sys.stderr)
-        venv.create(VENV, with_pip=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", str(REPO)], check=True)
-    print("installing ferry from this checkout into it ...", file=sys.stderr)
-    subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(REPO)],
-        check=True,
-    )
-    return str(py)
+    return str(_ferry.installed_python("worker-venv", extras=()))
 
 
 def instructions(cmds: dict[str, list[str]], env: dict[str, str]) -> dict[str, int]:
