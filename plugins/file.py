@@ -12,7 +12,6 @@ import contextlib
 import errno
 import itertools
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from stat import S_ISDIR
 
@@ -152,6 +151,8 @@ class FileProtocol(Protocol):
         with map_os_exceptions(url, "remove"):
             if os.path.isdir(path) and not os.path.islink(path):
                 if recursive:
+                    import shutil
+
                     shutil.rmtree(path)
                 else:
                     os.rmdir(path)
@@ -188,6 +189,8 @@ def move(src: str, dst: str) -> None:
                 raise
             tmp = part_name(dst)
             try:
+                import shutil
+
                 shutil.copy2(src, tmp)
                 os.replace(tmp, dst)
             except BaseException:

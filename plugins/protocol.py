@@ -18,7 +18,9 @@ Bytes move through two engine-owned objects:
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import errno
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -134,13 +136,24 @@ def format_sha256(hexdigest: str) -> str:
     return f"sha256:{hexdigest}"
 
 
+#: errors of an ``O_TMPFILE`` open that mean "not here": the file system (or
+#: kernel) has no unnamed files; a named part file is used instead
+_NO_TMPFILE_ERRNOS = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS})
+#: directories (by device) where O_TMPFILE failed once: not tried again
+_no_tmpfile_devices: set[int] = set()
+
+
 class Sink:
     """An open local file that a ``get`` writes into, hashing as it goes.
 
-    The engine creates it on a temporary path and commits it (atomic rename)
-    only after the size and sha256 are checked. ``offset`` is the number of
-    bytes already held: a protocol that resumes asks the server for the rest
-    from there (the hash simply continues).
+    The engine creates it beside the destination and commits it only after
+    the size and sha256 are checked (:meth:`beside`, :meth:`commit`).
+    ``offset`` is the number of bytes already held: a protocol that resumes
+    asks the server for the rest from there (the hash simply continues).
+
+    ``path`` names the file while it is written: a part file beside the
+    destination, or, for an unnamed file, ``/proc/self/fd/N`` (which opens the
+    same file while the sink is open).
     """
 
     def __init__(self, path: str, *, expected_size: int | None = None) -> None:
@@ -150,9 +163,79 @@ class Sink:
         # a raw descriptor, no file object: os.fdopen's fstat and FileIO set-up
         # cost a quarter of copying a small file
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self._unnamed = False
         self._closed = False
         self.offset = 0
         self.restarts = 0
+
+    @classmethod
+    def beside(cls, dest: str, part: str) -> Sink:
+        """A sink for ``dest``: an unnamed file in its directory when the file system
+        has them (``O_TMPFILE``), else the named part file ``part``.
+
+        An unnamed file gets its name only in :meth:`commit`: a failure, and even
+        a crash or ``kill -9``, leaves nothing behind, and the commit costs one
+        ``linkat`` instead of a create plus a rename. A missing directory raises
+        ``FileNotFoundError`` as a named file would.
+        """
+        directory = os.path.dirname(dest) or "."
+        if _tmpfile_possible(directory):
+            try:
+                fd = os.open(directory, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                if exc.errno not in _NO_TMPFILE_ERRNOS:
+                    raise
+                with contextlib.suppress(OSError):
+                    _no_tmpfile_devices.add(os.stat(directory).st_dev)
+            else:
+                sink = cls.__new__(cls)
+                sink.path = f"/proc/self/fd/{fd}"
+                sink.expected_size = None
+                sink._hash = hashlib.sha256()
+                sink._fd = fd
+                sink._unnamed = True
+                sink._closed = False
+                sink.offset = 0
+                sink.restarts = 0
+                sink._part = part
+                return sink
+        return cls(part)
+
+    def commit(self, dest: str, *, executable: bool = False) -> None:
+        """Give the file its final name ``dest`` (replacing what is there), atomically."""
+        if not self._unnamed:
+            self.close()
+            if executable:
+                os.chmod(self.path, 0o755)
+            os.replace(self.path, dest)
+            return
+        if executable:
+            os.fchmod(self._fd, 0o755)
+        # linkat(AT_SYMLINK_FOLLOW) on the descriptor's /proc link; the dir fd
+        # argument only makes os.link call linkat (an absolute path ignores it)
+        proc = f"/proc/self/fd/{self._fd}"
+        try:
+            os.link(proc, dest, src_dir_fd=self._fd, follow_symlinks=True)
+        except FileExistsError:
+            # a file is there already: name ours beside it, then rename over it
+            part = self._part
+            os.link(proc, part, src_dir_fd=self._fd, follow_symlinks=True)
+            try:
+                os.replace(part, dest)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(part)
+                raise
+        self.close()
+
+    def discard(self) -> None:
+        """Close and forget the file (a no-op after :meth:`commit`)."""
+        if self._closed:
+            return
+        self.close()
+        if not self._unnamed:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
 
     def set_size(self, size: int | None) -> None:
         """Tell the sink how many bytes to expect (from Content-Length, stat, ...)."""
@@ -221,6 +304,21 @@ class Sink:
 
     def fsync(self) -> None:
         os.fsync(self._fd)
+
+
+def _tmpfile_possible(directory: str) -> bool:
+    if not _PROC_FD or not hasattr(os, "O_TMPFILE"):
+        return False
+    if not _no_tmpfile_devices:
+        return True
+    try:
+        return os.stat(directory).st_dev not in _no_tmpfile_devices
+    except OSError:
+        return True  # the open below reports it
+
+
+#: the commit links through /proc/self/fd; without /proc, named part files
+_PROC_FD = os.path.isdir("/proc/self/fd")
 
 
 class Source:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -614,19 +613,16 @@ class Engine:
         tmp = part_name(dest)
         try:
             try:
-                sink = Sink(tmp)
+                sink = Sink.beside(dest, tmp)
             except FileNotFoundError:
                 # the directory is missing: make it (only then, not per file)
                 os.makedirs(dest_dir, exist_ok=True)
                 self._made_dirs.add(dest_dir)
-                sink = Sink(tmp)
+                sink = Sink.beside(dest, tmp)
         except OSError as exc:
             raise os_error(exc, f"file://{dest}", "write") from exc
         try:
-            try:
-                proto.get(src, sink, progress)
-            finally:
-                sink.close()
+            proto.get(src, sink, progress)
             if sink.expected_size is not None and sink.offset != sink.expected_size:
                 raise IncompleteTransfer(
                     f"{src}: got {sink.offset} bytes, expected {sink.expected_size}", url=str(src)
@@ -635,15 +631,11 @@ class Engine:
             if req.sha256 and sha != req.sha256:
                 raise _mismatch(req, src, req.sha256, sha)
             try:
-                if req.executable:
-                    os.chmod(tmp, 0o755)
-                os.replace(tmp, dest)
+                sink.commit(dest, executable=req.executable)
             except OSError as exc:
                 raise os_error(exc, f"file://{dest}", "write") from exc
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        finally:
+            sink.discard()  # after a failure: nothing of it stays
         return _Done(sink.offset, sha)
 
     def _upload(
@@ -673,6 +665,8 @@ class Engine:
         req: TransferRequest,
         progress: Callable[[int], None],
     ) -> _Done:
+        import tempfile  # only two-stage transfers need it
+
         tmpdir = self.config.tmpdir or tempfile.gettempdir()
         fd, tmp = tempfile.mkstemp(prefix="ferry-", suffix=".data", dir=tmpdir)
         os.close(fd)

@@ -9,7 +9,6 @@ machine-readable report on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -22,7 +21,6 @@ from ferry.plugins.registry import Registry
 from ferry.plugins.url import parse_url, redact
 
 from .engine import Engine, Subscriber, TransferConfig, TransferResult
-from .integrity import FileSum, append_kickstart_fragment, read_meta_dir, write_meta
 from .progress import LogProgress, RichProgress, Summary, is_terminal
 from .request import Endpoint, Request, TransferRequest, normalize_sha256, parse_transfer_list
 
@@ -198,7 +196,11 @@ def _requests(args: argparse.Namespace) -> list[Request]:
         if sys.stdin is None or sys.stdin.isatty():
             raise ConfigError("no transfers: give SRC DEST, --file FILE, or a JSON list on stdin")
         data = sys.stdin.buffer.read()
-    meta = read_meta_dir(".") if b"verify_checksum_remote" in data else None
+    meta = None
+    if b"verify_checksum_remote" in data:
+        from .integrity import read_meta_dir
+
+        meta = read_meta_dir(".")
     return parse_transfer_list(data, source=name, meta_lookup=meta)
 
 
@@ -222,6 +224,14 @@ def _report_failures(results: Sequence[TransferResult]) -> None:
 
 
 def _integrity_outputs(args: argparse.Namespace, results: Sequence[TransferResult]) -> None:
+    kickstart = bool(os.environ.get("KICKSTART_INTEGRITY_DATA"))
+    generating = any(
+        isinstance(r.request, TransferRequest) and r.request.generate_checksum for r in results
+    )
+    if not args.meta and not (kickstart and generating):
+        return
+    from .integrity import FileSum, append_kickstart_fragment, write_meta
+
     sums = []
     for r in results:
         req = r.request
@@ -230,7 +240,7 @@ def _integrity_outputs(args: argparse.Namespace, results: Sequence[TransferResul
         path = req.dest.url.local_path if req.dest.url.is_local else None
         s = FileSum(req.lfn, r.sha256, size=r.bytes, path=path)
         sums.append(s)
-        if req.generate_checksum and path and os.environ.get("KICKSTART_INTEGRITY_DATA"):
+        if req.generate_checksum and path and kickstart:
             append_kickstart_fragment(s)
     if args.meta:
         write_meta(args.meta, sums)
@@ -247,6 +257,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.critical("%s", exc)
         if args.json:
+            import json
+
             print(json.dumps({"ok": False, "error": redact(str(exc)), "transfers": []}))
         return 1
     config = TransferConfig(
@@ -309,6 +321,8 @@ def run(args: argparse.Namespace) -> int:
             "summary": summary.to_json(),
             "transfers": [r.to_json() for r in results],
         }
+        import json
+
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
     return 0 if ok else 1

@@ -145,6 +145,81 @@ def test_mismatch_keeps_existing_destination(tmp_path: Path) -> None:
     assert not res.ok and (tmp_path / "b").read_bytes() == b"old"
 
 
+def test_copy_replaces_an_existing_destination(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"new contents")
+    (tmp_path / "b").write_bytes(b"old")
+    [res] = engine().run([req(str(tmp_path / "a"), str(tmp_path / "b"), executable=True)])
+    assert res.ok, res.error
+    assert (tmp_path / "b").read_bytes() == b"new contents"
+    assert os.access(tmp_path / "b", os.X_OK)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_unnamed_sink_is_readable_by_path_and_commits(tmp_path: Path) -> None:
+    dest = tmp_path / "d"
+    sink = Sink.beside(str(dest), str(tmp_path / "d.part"))
+    try:
+        sink.write(b"abc")
+        # protocols reopen the file by its path while writing (ranged streams hash it)
+        with open(sink.path, "rb") as f:
+            assert f.read() == b"abc"
+        if sink.path.startswith("/proc/"):
+            assert list(tmp_path.iterdir()) == []  # no name until the commit
+        sink.commit(str(dest))
+    finally:
+        sink.discard()
+    assert dest.read_bytes() == b"abc"
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+def test_named_part_files_where_unnamed_files_cannot_be_made(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flaky: type[FlakyProtocol],
+    flaky_registry: Registry,
+) -> None:
+    # a file system without O_TMPFILE (or no /proc): the engine falls back to part files
+    import ferry.plugins.protocol as protocol
+
+    monkeypatch.setattr(protocol, "_PROC_FD", False)
+    sink = Sink.beside(str(tmp_path / "x"), str(tmp_path / "x.part"))
+    assert sink.path == str(tmp_path / "x.part") and (tmp_path / "x.part").exists()
+    sink.discard()
+    assert not (tmp_path / "x.part").exists()
+    (tmp_path / "a").write_bytes(b"data")
+    [ok] = engine().run([req(str(tmp_path / "a"), str(tmp_path / "out" / "b"))])
+    assert ok.ok and (tmp_path / "out" / "b").read_bytes() == b"data"
+    flaky.objects["f"] = b"0123456789"
+    flaky.failures["f"] = [NotFound]
+    [bad] = engine(flaky_registry, max_attempts=1).run(
+        [req("flaky://host/f", str(tmp_path / "out" / "c"))]
+    )
+    assert not bad.ok
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b"]
+
+
+def test_a_killed_transfer_leaves_nothing(tmp_path: Path) -> None:
+    """A process killed mid-write (kill -9) leaves no partial file beside the destination."""
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, sys\n"
+        "from ferry.plugins.protocol import Sink\n"
+        "sink = Sink.beside(sys.argv[1], sys.argv[1] + '.part')\n"
+        "sink.write(b'x' * 100000)\n"
+        "print(sink.path, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "dest")], capture_output=True, text=True
+    )
+    assert done.returncode == -signal.SIGKILL
+    assert done.stdout.startswith("/proc/self/fd/")  # this machine's file systems have O_TMPFILE
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_source_falls_back_to_next_replica(tmp_path: Path) -> None:
     (tmp_path / "good").write_bytes(b"data")
     r = req([(str(tmp_path / "missing"), 50), (str(tmp_path / "good"), 10)], str(tmp_path / "d"))
