@@ -54,6 +54,8 @@ REDACTED = "***"
 
 
 def _expand_vars(text: str) -> str:
+    if "$" not in text:
+        return text
     return _VAR_RE.sub(lambda m: os.environ.get(m.group(1) or m.group(2), ""), text)
 
 
@@ -186,7 +188,8 @@ def parse_url(text: str | URL) -> URL:
         query = query.split("#", 1)[0]
     netloc, _, path = rest.partition("/")
     path = "/" + path if path or rest.endswith("/") else ""
-    path = _SLASHES.sub("/", path)
+    if "//" in path:
+        path = _SLASHES.sub("/", path)
     user = password = None
     if "@" in netloc:
         userinfo, netloc = netloc.rsplit("@", 1)
@@ -232,7 +235,10 @@ def _local(scheme: str, rest: str, raw: str) -> URL:
     path = _unquote(rest)
     if not path:
         raise ConfigError(f"empty path in URL {raw!r}")
-    path = os.path.abspath(path) if not path.startswith("/") else _SLASHES.sub("/", path)
+    if not path.startswith("/"):
+        path = os.path.abspath(path)
+    elif "//" in path:
+        path = _SLASHES.sub("/", path)
     return URL(raw=raw, scheme=scheme, path=path)
 
 
