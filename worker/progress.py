@@ -6,7 +6,8 @@ import logging
 import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import msgspec
 
@@ -74,7 +75,39 @@ class Summary(msgspec.Struct):
 
 
 class LogProgress(Subscriber):
-    """One log line per finished transfer and per failed try."""
+    """One log line per finished transfer and per failed try.
+
+    With ``stream`` (the CLI's stderr), the per-transfer INFO lines are
+    written there directly, in the CLI's log format (pegasus-transfer's) and
+    with ``redact`` applied as the CLI's formatter does: going through
+    ``logging`` costs ~25 us a line, as much as copying a small file.
+    Warnings and errors always go through ``logging``.
+    """
+
+    def __init__(self, stream: TextIO | None = None, redact: Callable[[str], str] | None = None):
+        self._stream = stream
+        self._redact = redact
+        self._lock = threading.Lock()
+        self._second = -1
+        self._stamp = ""
+
+    def _info(self, msg: str, *args: object) -> None:
+        if self._stream is None:
+            log.info(msg, *args)
+            return
+        if not log.isEnabledFor(logging.INFO):
+            return
+        text = msg % args
+        if self._redact is not None and ("@" in text or "?" in text):
+            text = self._redact(text)
+        now = time.time()
+        second = int(now)
+        with self._lock:
+            if second != self._second:
+                self._second = second
+                self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            self._stream.write(f"{self._stamp},{int((now - second) * 1000):03d}    INFO:  {text}\n")
+            self._stream.flush()
 
     def on_attempt_failed(self, request: Request, record: AttemptRecord) -> None:
         log.warning(
@@ -91,7 +124,7 @@ class LogProgress(Subscriber):
         if not result.ok:
             return
         if isinstance(req, TransferRequest):
-            log.info(
+            self._info(
                 "%s: %s -> %s, %s in %.3f s (%s)%s",
                 req.label,
                 result.source,
@@ -102,7 +135,7 @@ class LogProgress(Subscriber):
                 f", sha256:{result.sha256}" if result.sha256 else "",
             )
         else:
-            log.info("%s: done", req.label)
+            self._info("%s: done", req.label)
 
 
 class RichProgress(Subscriber):

@@ -277,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
         bar = RichProgress(len(requests))
         subscribers.append(bar)
     elif mode == "log":
-        subscribers.append(LogProgress())
+        # per-transfer lines straight to stderr, formatted as _PegasusFormatter does
+        subscribers.append(LogProgress(sys.stderr, redact))
     summary = Summary()
     registry = Registry(context)
     engine = Engine(registry, config, subscribers)

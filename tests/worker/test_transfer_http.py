@@ -240,3 +240,27 @@ def test_parallel_ranges_failing_leave_no_partial_file(
     assert route.range_requests  # the streams really ran
     assert not dest.exists()
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_log_lines_per_transfer_keep_the_format_and_hide_signed_queries(
+    nginx_server: NginxServer, tmp_path: Path
+) -> None:
+    import re
+
+    data = os.urandom(5000)
+    (nginx_server.root / "signed.bin").write_bytes(data)
+    url = f"{nginx_server.url}/signed.bin?X-Amz-Signature=s3cr3tsig&X-Amz-Credential=AKIDEXAMPLE"
+    lst = [entry("signed.bin", [(url, 1)], f"file://{tmp_path}/signed.bin", sha256=sha(data))]
+    p = ferry("--progress", "log", stdin=json.dumps(lst))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "signed.bin").read_bytes() == data
+    assert "s3cr3tsig" not in p.stderr and "AKIDEXAMPLE" not in p.stderr
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    [line] = [ln for ln in p.stderr.splitlines() if "signed.bin:" in ln]
+    assert re.fullmatch(
+        stamp + r"    INFO:  signed\.bin: http://127\.0\.0\.1:\d+/signed\.bin\?\S*X-Amz-Signature=\*\*\*\S*"
+        r" -> file://\S+/signed\.bin, 4\.9 KiB in \d+\.\d{3} s \(download\), sha256:" + sha(data),
+        line,
+    ), line
+    # the same layout as the lines that go through logging
+    assert re.fullmatch(stamp + r"    INFO:  Stats: .*", p.stderr.splitlines()[-2])
