@@ -7,10 +7,12 @@ client. For the hot operations (GetObject, ranged GetObject, PutObject,
 HeadObject) the s3 plugin instead signs requests itself (:class:`Signer`, AWS
 Signature Version 4 with the signing key cached per day) and sends them over
 pooled keep-alive ``http.client`` connections (:class:`Pool`, as many idle
-ones kept as the engine's concurrency needs). Where a request goes (scheme, host, path prefix,
-signing region) and which keys sign it is decided once per site and bucket by
-the plugin (:class:`Target`); everything else (multipart, copies, listings,
-bucket management) stays on botocore.
+ones kept as the engine's concurrency needs) of the lean kind of
+:mod:`._httpwire`: the signed header lines go out in one piece and response
+heads are parsed without :mod:`email.parser`. Where a request goes (scheme,
+host, path prefix, signing region) and which keys sign it is decided once per
+site and bucket by the plugin (:class:`Target`); everything else (multipart,
+copies, listings, bucket management) stays on botocore.
 
 Nothing here logs or formats a secret: :class:`S3ResponseError` carries the
 status, S3's error code and message, and the response headers.
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from ._httpwire import idle_readable
+from ._httpwire import LeanConnection, LeanHTTPSConnection, idle_readable
 
 __all__ = [
     "EMPTY_SHA256",
@@ -172,7 +174,10 @@ class Pool:
     held during I/O. An idle socket that turned readable was closed by the
     server and is dropped. ``http.client`` rather than urllib3: ~0.4 ms of CPU
     per request instead of ~0.9 ms on the reference machine, and its
-    ``readinto`` fills the caller's buffer straight from the socket.
+    ``readinto`` fills the caller's buffer straight from the socket. The
+    connections are :class:`._httpwire.LeanConnection` ones (request heads
+    sent in one piece, response heads parsed without :mod:`email.parser`:
+    ~0.1 ms less per request).
     """
 
     def __init__(
@@ -182,12 +187,12 @@ class Pool:
         self.timeout = timeout
         self.context = context
         self.size = size
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[LeanConnection] = []
         self._lock = threading.Lock()
         #: connections opened so far
         self.opened = 0
 
-    def take(self) -> tuple[http.client.HTTPConnection, bool]:
+    def take(self) -> tuple[LeanConnection, bool]:
         """An idle connection that still looks open, else a new one; and whether reused."""
         while True:
             with self._lock:
@@ -198,11 +203,11 @@ class Pool:
                 return conn, True
             conn.close()
         if self.scheme == "https":
-            conn = http.client.HTTPSConnection(
+            conn = LeanHTTPSConnection(
                 self.host, self.port, timeout=self.timeout, context=self.context
             )
         else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            conn = LeanConnection(self.host, self.port, timeout=self.timeout)
         try:
             conn.connect()
             # headers and body go out in two writes: do not let Nagle hold the body
@@ -214,7 +219,7 @@ class Pool:
             self.opened += 1
         return conn, False
 
-    def give(self, conn: http.client.HTTPConnection) -> None:
+    def give(self, conn: LeanConnection) -> None:
         if conn.sock is None:
             return
         with self._lock:
@@ -256,7 +261,7 @@ class Response:
 
     __slots__ = ("_fp", "conn", "headers", "pool", "status")
 
-    def __init__(self, pool: Pool, conn: http.client.HTTPConnection, resp: Any) -> None:
+    def __init__(self, pool: Pool, conn: LeanConnection, resp: Any) -> None:
         self.pool = pool
         self.conn = conn
         self._fp = resp
@@ -410,10 +415,7 @@ class LeanS3:
         while True:
             conn, reused = pool.take()
             try:
-                conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-                for name, value in hdrs.items():
-                    conn.putheader(name, value)
-                conn.endheaders(body)
+                conn.send_request(method, path, hdrs, body)  # hdrs hold Host (signed)
                 raw = conn.getresponse()
                 break
             except (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionError):
