@@ -134,7 +134,7 @@ def test_settings_from_context_and_environment(monkeypatch: pytest.MonkeyPatch) 
         ProtocolContext(settings={"s3.part_size": "16M", "s3.create_bucket": "no"})
     )
     assert (s.part_size, s.download_streams, s.create_bucket) == (16 * MiB, 7, False)
-    assert s.multipart_threshold == 8 * MiB
+    assert s.multipart_threshold == 32 * MiB
 
 
 @pytest.mark.parametrize("expected", [True, False], ids=["sum-known", "sum-unknown"])
