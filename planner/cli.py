@@ -6,10 +6,13 @@ compute node never pays for the planner's imports.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["main"]
 
@@ -38,12 +41,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class _VersionAction(argparse.Action):
+def _version_action() -> Any:
     """``--version``, looked up only when asked (reading package metadata costs start-up time)."""
+    import argparse
 
-    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kw: object) -> None:
-        print(f"ferry {_version()}")
-        parser.exit()
+    class VersionAction(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, *args: object, **kw: object) -> None:
+            print(f"ferry {_version()}")
+            parser.exit()
+
+    return VersionAction
 
 
 def _version() -> str:
@@ -57,15 +64,30 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:
+        # ``ferry worker JOBSPEC``, run for every job on a node: no argparse when
+        # there are no options (see worker_cli.fast_args)
+        from ferry.worker.worker_cli import fast_args, run
+
+        fast = fast_args(argv[1:])
+        if fast is not None:
+            return int(run(fast))
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="ferry",
         description="ferry: stage, verify, run and plan scientific workflow jobs.",
         epilog="Run 'ferry COMMAND --help' for a command's options.",
     )
-    parser.add_argument("--version", action=_VersionAction, nargs=0, help="show ferry's version")
+    parser.add_argument(
+        "--version", action=_version_action(), nargs=0, help="show ferry's version"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    for name, (module, help_text) in COMMANDS.items():
+    # a known command needs only its own parser; the full list is for help and typos
+    names = [chosen] if chosen in COMMANDS else list(COMMANDS)
+    for name in names:
+        module, help_text = COMMANDS[name]
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
             mod = importlib.import_module(module)

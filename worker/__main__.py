@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from .worker_cli import DESCRIPTION, EPILOG, add_arguments, run
+from .worker_cli import DESCRIPTION, EPILOG, add_arguments, fast_args, run
 
 
 def main() -> int:
+    fast = fast_args(sys.argv[1:])
+    if fast is not None:
+        return run(fast)
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="ferry-worker",
         description=DESCRIPTION,

@@ -290,3 +290,18 @@ def test_spec_from_a_packed_shard(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "o1").read_text() == "1\n" and not (tmp_path / "o0").exists()
     assert (tmp_path / "records" / "job1.1.json").exists()
+
+
+def test_worker_arguments_without_argparse_match_argparse() -> None:
+    """``ferry worker JOBSPEC`` skips argparse; it must mean exactly what argparse parses."""
+    import argparse
+
+    from ferry.worker.worker_cli import add_arguments, fast_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert vars(fast_args(["spec.json"])) == vars(parser.parse_args(["spec.json"]))
+    assert vars(fast_args(["shard.jsonl@120"])) == vars(parser.parse_args(["shard.jsonl@120"]))
+    # options, help and anything but one path go through argparse
+    for argv in (["-d", "s.json"], ["s.json", "--keep-workdir"], ["--help"], [], ["a", "b"]):
+        assert fast_args(argv) is None
