@@ -8,7 +8,6 @@ docs/worker.md lists the fields.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 import msgspec
@@ -95,7 +94,9 @@ def write_record(record: InvocationRecord, directory: str) -> str:
     """Write ``<job>.<attempt>.json`` atomically into ``directory``; return its path."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"{record.job_id}.{record.attempt}.json")
-    fd, tmp = tempfile.mkstemp(prefix=f".{record.job_id}.", suffix=".tmp", dir=directory)
+    # a name of this process's own (not tempfile: it imports random, ~3 ms a job)
+    tmp = os.path.join(directory, f".{record.job_id}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(msgspec.json.format(msgspec.json.encode(record), indent=1))
