@@ -139,6 +139,11 @@ def format_sha256(hexdigest: str) -> str:
 #: errors of an ``O_TMPFILE`` open that mean "not here": the file system (or
 #: kernel) has no unnamed files; a named part file is used instead
 _NO_TMPFILE_ERRNOS = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS})
+#: errors of the commit's linkat that mean "not here" rather than "cannot write":
+#: the bytes are then copied to a named part file
+_LINK_REFUSED_ERRNOS = frozenset(
+    {errno.EPERM, errno.EXDEV, errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS}
+)
 #: directories (by device) where O_TMPFILE failed once: not tried again
 _no_tmpfile_devices: set[int] = set()
 
@@ -181,7 +186,8 @@ class Sink:
         directory = os.path.dirname(dest) or "."
         if _tmpfile_possible(directory):
             try:
-                fd = os.open(directory, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o644)
+                # read-write: if naming it is refused, commit() copies it out
+                fd = os.open(directory, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, 0o644)
             except OSError as exc:
                 if exc.errno not in _NO_TMPFILE_ERRNOS:
                     raise
@@ -215,9 +221,11 @@ class Sink:
         # argument only makes os.link call linkat (an absolute path ignores it)
         proc = f"/proc/self/fd/{self._fd}"
         try:
-            os.link(proc, dest, src_dir_fd=self._fd, follow_symlinks=True)
-        except FileExistsError:
-            # a file is there already: name ours beside it, then rename over it
+            try:
+                os.link(proc, dest, src_dir_fd=self._fd, follow_symlinks=True)
+                return
+            except FileExistsError:
+                pass  # a file is there already: name ours beside it, then rename over it
             part = self._part
             os.link(proc, part, src_dir_fd=self._fd, follow_symlinks=True)
             try:
@@ -226,7 +234,37 @@ class Sink:
                 with contextlib.suppress(OSError):
                     os.unlink(part)
                 raise
-        self.close()
+        except OSError as exc:
+            if exc.errno not in _LINK_REFUSED_ERRNOS:
+                raise
+            self._copy_out(dest, 0o755 if executable else 0o644)
+        finally:
+            self.close()
+
+    def _copy_out(self, dest: str, mode: int) -> None:
+        """Naming the unnamed file was refused (a sandbox without /proc, a file system
+        that makes unnamed files but will not link them): copy its bytes into the
+        named part file and rename that; later sinks on this device use part files."""
+        with contextlib.suppress(OSError):
+            _no_tmpfile_devices.add(os.fstat(self._fd).st_dev)
+        part = self._part
+        out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        try:
+            try:
+                offset = 0
+                while chunk := os.pread(self._fd, 1 << 20, offset):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(out, view) :]
+                    offset += len(chunk)
+                os.fchmod(out, mode)
+            finally:
+                os.close(out)
+            os.replace(part, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
 
     def discard(self) -> None:
         """Close and forget the file (a no-op after :meth:`commit`)."""

@@ -198,6 +198,37 @@ def test_named_part_files_where_unnamed_files_cannot_be_made(
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b"]
 
 
+def test_refused_link_copies_the_file_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where naming an unnamed file is refused (a sandbox, some file systems: not
+    reproducible here, so os.link is made to refuse), the bytes are copied to the
+    part file and renamed, and later sinks on that device use part files."""
+    import errno
+
+    import ferry.plugins.protocol as protocol
+
+    def refuse(*args: object, **kw: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(protocol, "_no_tmpfile_devices", set())
+    sink = Sink.beside(str(tmp_path / "d"), str(tmp_path / "d.part"))
+    if not sink.path.startswith("/proc/"):
+        pytest.skip("this file system has no unnamed files")
+    data = os.urandom(3 << 20)
+    sink.write(data)
+    with monkeypatch.context() as m:
+        m.setattr(os, "link", refuse)
+        sink.commit(str(tmp_path / "d"), executable=True)
+    assert (tmp_path / "d").read_bytes() == data
+    assert os.access(tmp_path / "d", os.X_OK)
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+    assert os.stat(tmp_path).st_dev in protocol._no_tmpfile_devices
+    later = Sink.beside(str(tmp_path / "e"), str(tmp_path / "e.part"))
+    assert later.path == str(tmp_path / "e.part")
+    later.discard()
+
+
 def test_a_killed_transfer_leaves_nothing(tmp_path: Path) -> None:
     """A process killed mid-write (kill -9) leaves no partial file beside the destination."""
     import signal
