@@ -12,6 +12,7 @@ import contextlib
 import errno
 import itertools
 import os
+import re
 from collections.abc import Callable, Iterator
 from stat import S_ISDIR
 
@@ -27,7 +28,15 @@ from .errors import (
 from .protocol import Protocol, Sink, Source, Stat
 from .url import URL
 
-__all__ = ["FileProtocol", "make_symlink", "map_os_exceptions", "move", "os_error", "part_name"]
+__all__ = [
+    "FileProtocol",
+    "make_symlink",
+    "map_os_exceptions",
+    "move",
+    "on_network_fs",
+    "os_error",
+    "part_name",
+]
 
 
 
@@ -197,3 +206,49 @@ def move(src: str, dst: str) -> None:
                 _unlink_quietly(tmp)
                 raise
             os.unlink(src)
+
+
+#: file system types where every open, stat and link is a round trip to a server
+#: (``fuse.*`` counts too: sshfs, s3fs, cvmfs, ...)
+NETWORK_FS_TYPES = frozenset(
+    {
+        "nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "ceph",
+        "glusterfs", "afs", "9p", "panfs", "pvfs2", "orangefs", "wekafs", "gfs2",
+        "ocfs2", "davfs", "fuse",
+    }
+)  # fmt: skip
+
+
+def parse_mountinfo(text: str) -> list[tuple[str, str]]:
+    """``(mount point, file system type)`` of each line of ``/proc/self/mountinfo``,
+    the deepest mount points first."""
+    mounts = []
+    for line in text.splitlines():
+        fields, sep, rest = line.partition(" - ")
+        parts = fields.split()
+        if not sep or len(parts) < 5 or not rest.split():
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[4])
+        mounts.append((point, rest.split()[0]))
+    mounts.sort(key=lambda m: len(m[0]), reverse=True)
+    return mounts
+
+
+def on_network_fs(paths: Iterator[str] | list[str], mountinfo: str | None = None) -> bool:
+    """Whether any of ``paths`` lies on a network (or FUSE) file system. False when
+    ``/proc/self/mountinfo`` cannot be read (not Linux)."""
+    if mountinfo is None:
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+                mountinfo = f.read()
+        except OSError:
+            return False
+    mounts = parse_mountinfo(mountinfo)
+    for path in paths:
+        real = os.path.realpath(path)
+        for point, fstype in mounts:
+            if real == point or real.startswith(point.rstrip("/") + "/"):
+                if fstype in NETWORK_FS_TYPES or fstype.startswith("fuse."):
+                    return True
+                break
+    return False

@@ -48,7 +48,14 @@ from ferry.plugins.errors import (
     TransientError,
     UnsupportedScheme,
 )
-from ferry.plugins.file import make_symlink, map_os_exceptions, move, os_error, part_name
+from ferry.plugins.file import (
+    make_symlink,
+    map_os_exceptions,
+    move,
+    on_network_fs,
+    os_error,
+    part_name,
+)
 from ferry.plugins.protocol import Capability, Sink, Source
 from ferry.plugins.registry import Registry
 from ferry.plugins.url import URL, redact
@@ -245,11 +252,17 @@ class Engine:
             for r in phase:
                 self._emit("on_queued", r, None)
             workers = max(1, min(self.config.threads, len(phase)))
-            if phase is transfers and all(self._local_copy(r) for r in transfers):
+            if (
+                phase is transfers
+                and workers > _cores()
+                and all(self._local_copy(r) for r in transfers)
+                and not _on_network_fs(transfers)
+            ):
                 # nothing to wait for but the CPU and the kernel: threads beyond the
                 # cores only contend (2,000 small files on 2 cores: 0.37 s of work on
-                # 2 threads, 0.59 s on 8)
-                workers = min(workers, _cores())
+                # 2 threads, 0.59 s on 8). Not on NFS, Lustre, ...: there every open
+                # is a round trip, which threads overlap.
+                workers = _cores()
             for res in self._run_all(phase, workers):
                 results[order[id(res.request)]] = res
         return [r for r in results if r is not None]
@@ -693,6 +706,18 @@ class Engine:
             self._bind()
         for handler in self._handlers[event]:
             handler(*args)
+
+
+def _on_network_fs(transfers: list[TransferRequest], sample: int = 32) -> bool:
+    """Whether the directories of these local copies (up to ``sample`` of them) lie
+    on a network file system."""
+    dirs: set[str] = set()
+    for req in transfers:
+        for end in (req.dest, *req.sources):
+            dirs.add(os.path.dirname(end.url.local_path) or ".")
+        if len(dirs) >= sample:
+            break
+    return on_network_fs(sorted(dirs))
 
 
 def _cores() -> int:

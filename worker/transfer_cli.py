@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="N",
         help="transfers at once; 0 means $PEGASUS_TRANSFER_THREADS, else 8 (default: 0);"
-        " a list of only local-to-local copies runs at most one per CPU",
+        " a list of only local-to-local copies runs at most one per CPU, unless it is on"
+        " a network file system (NFS, Lustre, ...)",
     )
     parser.add_argument(
         "-s",

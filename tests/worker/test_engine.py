@@ -433,3 +433,29 @@ def test_unknown_scheme_is_a_clear_error(tmp_path: Path) -> None:
     [res] = engine().run([req("nosuch://h/x", str(tmp_path / "o"))])
     assert not res.ok and "no plugin serves nosuch://" in res.error
     assert len(res.attempts) == 1
+
+
+MOUNTINFO = """\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+40 27 0:50 / /mnt/shared rw,relatime shared:7 - nfs4 filer:/export rw,vers=4.2
+41 27 0:51 / /lustre rw - lustre 10.0.0.1@tcp:/fs rw
+42 27 0:52 / /home/u/remote rw - fuse.sshfs u@host: rw
+43 27 0:53 / /mnt/my\\040data rw - ext4 /dev/vdb rw
+"""
+
+
+def test_network_file_systems_are_told_from_local_ones(tmp_path: Path) -> None:
+    """Local copies run one thread per CPU, except on NFS, Lustre, FUSE, ... where
+    every open is a round trip that threads overlap."""
+    from ferry.plugins.file import on_network_fs, parse_mountinfo
+
+    assert ("/mnt/my data", "ext4") in parse_mountinfo(MOUNTINFO)
+    assert not on_network_fs(["/scratch/a", "/mnt/my data/x", "/mnt/sharedx/y"], MOUNTINFO)
+    assert on_network_fs(["/scratch/a", "/mnt/shared/job/in"], MOUNTINFO)
+    assert on_network_fs(["/lustre/proj"], MOUNTINFO)
+    assert on_network_fs(["/home/u/remote/f"], MOUNTINFO)
+    (tmp_path / "link").symlink_to("/mnt/shared/data")  # resolved before the lookup
+    assert on_network_fs([str(tmp_path / "link" / "f")], MOUNTINFO)
+    # this machine's own mount table: the test's directory is local
+    assert not on_network_fs([str(tmp_path)])
