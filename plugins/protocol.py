@@ -162,13 +162,19 @@ class Sink:
     """
 
     def __init__(self, path: str, *, expected_size: int | None = None) -> None:
-        self.path = path
-        self.expected_size = expected_size
-        self._hash = hashlib.sha256()
         # a raw descriptor, no file object: os.fdopen's fstat and FileIO set-up
         # cost a quarter of copying a small file
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        self._unnamed = False
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self._start(path, fd, unnamed=False, part=path)
+        self.expected_size = expected_size
+
+    def _start(self, path: str, fd: int, *, unnamed: bool, part: str) -> None:
+        self.path = path
+        self.expected_size: int | None = None
+        self._hash = hashlib.sha256()
+        self._fd = fd
+        self._unnamed = unnamed
+        self._part = part  # the named file an unnamed one falls back to
         self._closed = False
         self.offset = 0
         self.restarts = 0
@@ -195,15 +201,7 @@ class Sink:
                     _no_tmpfile_devices.add(os.stat(directory).st_dev)
             else:
                 sink = cls.__new__(cls)
-                sink.path = f"/proc/self/fd/{fd}"
-                sink.expected_size = None
-                sink._hash = hashlib.sha256()
-                sink._fd = fd
-                sink._unnamed = True
-                sink._closed = False
-                sink.offset = 0
-                sink.restarts = 0
-                sink._part = part
+                sink._start(f"/proc/self/fd/{fd}", fd, unnamed=True, part=part)
                 return sink
         return cls(part)
 
