@@ -15,7 +15,8 @@ package, ~0.1 ms less per request (``docs/protocols/http.md``).
 Large objects (``http.streams_min_size``, 64 MiB by default) from a server
 that announces ``Accept-Ranges: bytes`` are fetched over ``http.streams``
 ranged streams (4), in chunks claimed in order so that the sha256 follows the
-contiguous prefix (:mod:`._httpranges`); over plain http the streams move the
+contiguous prefix (:mod:`._httpranges`); the streams join the first one only
+if it is slow or there are CPUs to spare for them; over plain http the streams move the
 bytes with ``splice``, and a large body on one stream (no ranges, or
 ``streams = 1``) takes the same path as one chunk. A body cut short is resumed with a
 ``Range`` request from the byte the sink holds, and so is a chunk of a
@@ -33,7 +34,9 @@ error tree in one place each: :func:`map_httpx_exceptions` /
 
 Settings (``--set http.NAME=VALUE`` or ``$FERRY_HTTP_NAME``, see
 :mod:`.settings`): ``streams`` (4; 1 turns parallel streams off),
-``streams_min_size`` (64M), ``stream_chunk`` (8M), ``client`` (``auto`` or
+``streams_min_size`` (64M), ``stream_chunk`` (8M), ``streams_solo_rate``
+(256M: bytes/s at which the first stream is left alone on a machine with no
+spare CPU; 0 starts every stream at once), ``client`` (``auto`` or
 ``httpx``), ``splice`` (yes: parallel streams over plain http move bodies with
 ``splice``).
 """
@@ -263,6 +266,9 @@ class HttpSettings:
     streams_min_size: int = dataclasses.field(default=64 << 20, metadata={"size": True})
     #: bytes per range request of a parallel download
     stream_chunk: int = dataclasses.field(default=8 << 20, metadata={"size": True})
+    #: a first stream at least this fast (bytes/s) is CPU-bound: the others join it only
+    #: on spare CPUs; 0 starts every stream at once (:mod:`._httpranges`)
+    streams_solo_rate: int = dataclasses.field(default=256 << 20, metadata={"size": True})
     #: ``auto`` (the lean path, httpx for redirects and proxies) or ``httpx`` (always)
     client: str = "auto"
     #: parallel streams over plain http move bodies with ``splice`` (Linux), no user-space copy
@@ -350,9 +356,7 @@ class HttpProtocol(Protocol):
         if self._httpx is not None:
             self._httpx.close()
 
-    def _not_satisfiable(
-        self, url: URL, sink: Sink, state: Any, content_range: str | None
-    ) -> None:
+    def _not_satisfiable(self, url: URL, sink: Sink, state: Any, content_range: str | None) -> None:
         """A 416 to ``Range: bytes=OFFSET-``: done if the sink holds the whole object,
         else start over (the object is shorter than what the sink holds)."""
         state.resumable = True
@@ -617,6 +621,7 @@ class HttpProtocol(Protocol):
             first=(conn, response),
             splice=self.settings.splice,
             resumable=state.resumable,
+            solo_rate=self.settings.streams_solo_rate,
         )
         state.parallel = download
         try:

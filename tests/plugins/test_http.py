@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from ferry.plugins import _httpranges
 from ferry.plugins.errors import (
     AuthError,
     ConnectError,
@@ -424,11 +425,13 @@ class TestHttpConformanceThrottled(ProtocolConformance):
 
 
 def _ranged(**settings: str) -> HttpProtocol:
-    """A protocol that splits anything over 1 MiB into 256 KiB ranges over 4 streams."""
+    """A protocol that splits anything over 1 MiB into 256 KiB ranges over 4 streams
+    (all started at once unless ``streams_solo_rate`` says otherwise)."""
     base = {
         "http.streams": "4",
         "http.streams_min_size": "1M",
         "http.stream_chunk": "256K",
+        "http.streams_solo_rate": "0",
         **{f"http.{k}": v for k, v in settings.items()},
     }
     return HttpProtocol(ProtocolContext(settings=base))
@@ -609,6 +612,86 @@ def test_parallel_streams_send_ordered_ranges(fault_server: FaultServer, tmp_pat
     assert sorted(route.range_requests) == sorted(
         f"bytes={a}-{a + chunk - 1}" for a in range(chunk, len(data), chunk)
     )
+
+
+# The streams join the first only when they help: when it is slow, or on spare CPUs. The
+# CPU count is this machine's: these tests pin what the download sees of it.
+
+
+def test_a_fast_first_stream_stays_alone_without_spare_cpus(
+    fault_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_httpranges, "spare_cpus", lambda: 0)
+    data = os.urandom((3 << 20) + 5)
+    route = fault_server.add("/solo/fast", data)
+    proto = _ranged(streams_solo_rate="1")  # 1 byte/s: any stream is fast
+    try:
+        sink = download(proto, f"{fault_server.url}/solo/fast", tmp_path / "out")
+        opened = proto._pool.opened
+    finally:
+        proto.close()
+    assert sink.sha256 == sha(data) and (tmp_path / "out").read_bytes() == data
+    # one GET read to its end, chunk after chunk: no range asked for, no other connection
+    assert route.count == 1 and route.range_requests == [] and opened == 1
+
+
+def test_a_fast_first_stream_is_joined_only_on_spare_cpus(
+    fault_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_httpranges, "spare_cpus", lambda: 1)
+    data = os.urandom(3 << 20)
+    route = fault_server.add("/solo/spare", data)
+    log = _HandlerHook(fault_server)
+    proto = _ranged(streams_solo_rate="1")
+    try:
+        sink = download(proto, f"{fault_server.url}/solo/spare", tmp_path / "out")
+    finally:
+        proto.close()
+        log.close()
+    assert sink.sha256 == sha(data) and (tmp_path / "out").read_bytes() == data
+    chunk = 256 << 10
+    # the first GET gave chunk 0; then two streams (not four) shared the other chunks
+    assert route.requests[0].range is None
+    assert sorted(route.range_requests) == sorted(
+        f"bytes={a}-{a + chunk - 1}" for a in range(chunk, len(data), chunk)
+    )
+    assert 2 <= len(set(log.ports[1:])) <= 2 * 2  # at most a reconnect per stream
+
+
+def test_a_slow_first_stream_is_joined_by_every_stream(
+    nginx_server: NginxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_httpranges, "spare_cpus", lambda: 0)
+    data = os.urandom((5 << 20) + 1)
+    url = publish(nginx_server, "ranged/slow.bin", data)
+    proto = _ranged(streams_solo_rate=str(10**15))  # a petabyte a second: every stream is slow
+    try:
+        sink = download(proto, url, tmp_path / "out")
+        opened = proto._pool.opened
+    finally:
+        proto.close()
+    assert sink.sha256 == sha(data) and (tmp_path / "out").read_bytes() == data
+    assert opened >= 4  # the first GET, then a connection per stream
+
+
+def test_a_lone_stream_cut_in_a_later_chunk_resumes_from_the_byte(
+    fault_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_httpranges, "spare_cpus", lambda: 0)
+    data = os.urandom((2 << 20) + 3)
+    route = fault_server.add("/solo/cut", data, drop_after=1_000_000, drop_times=1)
+    proto = _ranged(streams_solo_rate="1")
+    try:
+        sink = download(proto, f"{fault_server.url}/solo/cut", tmp_path / "out")
+    finally:
+        proto.close()
+    assert sink.sha256 == sha(data) and (tmp_path / "out").read_bytes() == data
+    chunk = 256 << 10
+    # the body broke in chunk 3: the rest of that chunk, then one range per chunk
+    assert route.range_requests == [f"bytes=1000000-{4 * chunk - 1}"] + [
+        f"bytes={a}-{min(a + chunk, len(data)) - 1}" for a in range(4 * chunk, len(data), chunk)
+    ]
+    assert sink.restarts == 0
 
 
 @pytest.mark.parametrize("splice", ["yes", "no"])
