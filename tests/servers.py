@@ -317,6 +317,7 @@ class Route:
     body); ``advertise_ranges`` sends ``Accept-Ranges: bytes`` (default: as
     ``ranges``). ``status``/``status_times``: the first ``status_times``
     requests get ``status`` with ``status_headers`` (e.g. Retry-After).
+    ``delay``: seconds the server waits before it answers (a far or busy server).
     """
 
     data: bytes = b""
@@ -327,6 +328,7 @@ class Route:
     status: int | None = None
     status_times: int = 0
     status_headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
     requests: list[Seen] = field(default_factory=list)
     _gets: int = 0
 
@@ -428,6 +430,8 @@ class _FaultHandler(BaseHTTPRequestHandler):
                 if body:
                     route._gets += 1
                 gets = route._gets
+        if route is not None and route.delay:
+            time.sleep(route.delay)
         if route is None:
             self._reply(404, b"not found\n")
             return

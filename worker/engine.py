@@ -60,6 +60,7 @@ from ferry.plugins.protocol import Capability, Sink, Source
 from ferry.plugins.registry import Registry
 from ferry.plugins.url import URL, redact
 
+from .pace import Pace
 from .request import Endpoint, MkdirRequest, RemoveRequest, Request, TransferRequest
 
 if TYPE_CHECKING:
@@ -234,6 +235,8 @@ class Engine:
         #: directories this engine created: a file in one cannot predate the run, so
         #: the same-file check (a stat per file) is skipped there
         self._made_dirs: set[str] = set()
+        #: the most requests that ran at once (:mod:`.pace` adds threads while they wait)
+        self.threads_peak = 1
 
     # -- public ------------------------------------------------------------
 
@@ -281,6 +284,8 @@ class Engine:
         Each thread takes the next request when it is done with one: no future,
         work item and condition per request as with ``ThreadPoolExecutor.map``
         (that bookkeeping was a tenth of the cost of copying a small local file).
+        One thread per CPU works at first; :class:`.pace.Pace` adds the others
+        while the process leaves the CPUs idle (the transfers wait on servers).
         """
         if workers == 1:
             return [self.run_one(r) for r in phase]
@@ -288,20 +293,26 @@ class Engine:
         todo = iter(enumerate(phase))
         lock = threading.Lock()
         errors: list[BaseException] = []
+        pace = Pace(workers, _cores())
 
-        def worker() -> None:
-            while not errors:
+        def worker(k: int) -> None:
+            while not errors and pace.wait_turn(k):
                 with lock:
                     item = next(todo, None)
                 if item is None:
-                    return
+                    break
                 i, request = item
                 try:
                     done[i] = self.run_one(request)
                 except BaseException as exc:  # a bug, not a failed transfer: re-raised below
                     errors.append(exc)
+                pace.tick()
+            pace.finish()  # wake the parked threads: the work ran out (or broke)
 
-        threads = [threading.Thread(target=worker, name=f"ferry-xfer_{k}") for k in range(workers)]
+        threads = [
+            threading.Thread(target=worker, args=(k,), name=f"ferry-xfer_{k}")
+            for k in range(workers)
+        ]
         for t in threads:
             t.start()
         try:
@@ -309,7 +320,9 @@ class Engine:
                 t.join()
         except BaseException:
             self.cancel()  # interrupted: start no new tries; running ones finish their stream
+            pace.finish()
             raise
+        self.threads_peak = max(self.threads_peak, pace.peak)
         if errors:
             raise errors[0]
         return [r for r in done if r is not None]

@@ -37,6 +37,8 @@ class Summary(msgspec.Struct):
     bytes: int = 0
     retries: int = 0
     elapsed: float = 0.0
+    #: the most transfers that ran at once (the engine adds threads while they wait)
+    threads: int = 1
 
     def add(self, result: TransferResult) -> None:
         self.files += 1
@@ -71,6 +73,7 @@ class Summary(msgspec.Struct):
             "seconds": round(self.elapsed, 6),
             "bytes_per_second": round(self.rate, 1),
             "retries": self.retries,
+            "threads": self.threads,
         }
 
 

@@ -304,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
         registry.close()
     for r in results:
         summary.add(r)
+    summary.threads = engine.threads_peak
     summary.finish()
     try:
         _integrity_outputs(args, results)

@@ -269,3 +269,26 @@ def test_log_lines_per_transfer_keep_the_format_and_hide_signed_queries(
     ), line
     # the same layout as the lines that go through logging
     assert re.fullmatch(stamp + r"    INFO:  Stats: .*", p.stderr.splitlines()[-2])
+
+
+def test_threads_join_while_a_slow_server_keeps_them_waiting(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    # every answer takes 0.2 s: one thread per CPU would leave the CPUs idle, so the
+    # engine adds threads up to -n
+    blobs = {f"slow{i}.dat": os.urandom(2000 + i) for i in range(24)}
+    for name, data in blobs.items():
+        fault_server.add(f"/slow/{name}", data, delay=0.2)
+    lst = [
+        entry(
+            n, [(f"{fault_server.url}/slow/{n}", 10)], f"file://{tmp_path}/out/{n}", sha256=sha(d)
+        )
+        for n, d in blobs.items()
+    ]
+    p = ferry("-n", "8", "--json", stdin=json.dumps(lst))
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["summary"]["succeeded"] == 24
+    assert report["summary"]["threads"] == 8
+    for name, data in blobs.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
