@@ -27,6 +27,7 @@ remove intermediate files from staging through the transfer engine.
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import sys
@@ -44,6 +45,13 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 
 WAITING, READY, RUNNING, SUCCEEDED, FAILED = 0, 1, 2, 3, 4
+#: longest cause shown on a job's one-line failure message
+WHY_MAX = 400
+
+
+def _names(text: str, lfn: str) -> bool:
+    """Whether ``text`` names ``lfn`` as a word (not as the tail of a path or URL)."""
+    return re.search(rf"(?<![\w/.-]){re.escape(lfn)}(?![\w/-]|\.\w)", text) is not None
 
 
 class LocalRunner:
@@ -314,11 +322,48 @@ class LocalRunner:
             self.state[e] = READY
             ready.append(e)
             self.journal.write(pj.id, "retry", a + 1)
-            display.line(f"job {pj.id} failed (attempt {a}, exit {code}); retrying")
+            display.line(
+                f"job {pj.id} failed (attempt {a}, exit {code}){self._why(e, a)}; retrying"
+            )
             return
         self.state[e] = FAILED
         self.counts["failed"] += 1
-        display.job_done(pj.id, False, a, code)
+        display.job_done(pj.id, False, a, code, self._why(e, a))
+
+    def _why(self, e: int, attempt: int) -> str:
+        """``": <step>: <cause>"`` from the attempt's record, for the one-line failure message.
+
+        The cause is the first failure's, and for a transfer its last source's error
+        (``sha256 mismatch for f.a from URL: expected X, got Y``); ``""`` without a record.
+        """
+        pj = self.plan.jobs[e]  # type: ignore[union-attr]
+        for job_id in pj.members or [pj.id]:
+            rec = self.rd.read_record(job_id, attempt)
+            if rec is None or rec.get("status") == "succeeded":
+                continue
+            for f in rec.get("failures") or ():
+                if not isinstance(f, dict):
+                    continue
+                reason = str(f.get("reason") or "")
+                lfn = f.get("lfn")
+                for t in rec.get("transfers") or ():
+                    if not isinstance(t, dict) or t.get("ok"):
+                        continue
+                    if (lfn is not None and t.get("lfn") == lfn) or t.get("error") == reason:
+                        tried = [x for x in t.get("tried") or () if isinstance(x, dict)]
+                        if tried and tried[-1].get("error"):
+                            reason = str(tried[-1]["error"])
+                            name = str(t.get("lfn") or "")
+                            if name and not _names(reason, name):
+                                reason = f"{name}: {reason}"
+                        break
+                reason = " ".join(reason.split())
+                if not reason:
+                    continue
+                who = f"member {job_id}: " if pj.members else ""
+                text = f": {who}{f.get('step') or 'failed'}: {reason}"
+                return text if len(text) <= WHY_MAX else text[: WHY_MAX - 3] + "..."
+        return ""
 
     # -- registration --------------------------------------------------------
 
@@ -327,14 +372,21 @@ class LocalRunner:
         if not pj.register:
             return
         sums: dict[str, str] = {}
+        sent: set[str] = set()  # staged out (a checkpoint file may never have been written)
+        seen = False
         for job_id in pj.members or [pj.id]:
             rec = self._last_success(job_id, self.attempt[e])
             if rec is None:
                 continue
+            seen = True
             for t in rec.get("transfers", ()):
-                if t.get("direction") == "output" and t.get("ok") and t.get("sha256"):
-                    sums[t["lfn"]] = str(t["sha256"]).removeprefix("sha256:")
+                if t.get("direction") == "output" and t.get("ok"):
+                    sent.add(t["lfn"])
+                    if t.get("sha256"):
+                        sums[t["lfn"]] = str(t["sha256"]).removeprefix("sha256:")
         for r in pj.register:
+            if seen and r.lfn not in sent:
+                continue
             entry = (r.url, r.site, sums.get(r.lfn))
             if self.registered.get(r.lfn) != entry:
                 self.registered[r.lfn] = entry
@@ -508,9 +560,9 @@ class _Display:
             self.out.write(text + "\n")
             self.out.flush()
 
-    def job_done(self, job_id: str, ok: bool, attempt: int, code: int) -> None:
+    def job_done(self, job_id: str, ok: bool, attempt: int, code: int, why: str = "") -> None:
         if not ok:
-            self.line(f"job {job_id} FAILED (attempt {attempt}, exit {code})")
+            self.line(f"job {job_id} FAILED (attempt {attempt}, exit {code}){why}")
 
     def close(self) -> None:
         if self.progress is not None:

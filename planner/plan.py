@@ -99,7 +99,8 @@ class PlanResult:
 
 
 _BAD_ID = re.compile(r"[^A-Za-z0-9_.-]")
-_OUT_TYPES = (USE_OUTPUT, USE_INOUT)
+#: use types whose staged-out files are registered (SpecBuilder.register)
+_OUT_TYPES = (USE_OUTPUT, USE_INOUT, USE_CHECKPOINT)
 
 
 def plan_workflow(wf: Workflow, options: PlanOptions) -> PlanResult:

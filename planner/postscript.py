@@ -337,13 +337,19 @@ def _job(rd: RunDir, doc: dict[str, Any], shard_dir: str, args: argparse.Namespa
 
 def _register(rd: RunDir, register: list[list[str]], records: list[dict[str, Any] | None]) -> None:
     sums: dict[str, str] = {}
+    sent: set[str] = set()  # staged out (a checkpoint file may never have been written)
     for rec in records:
         for t in (rec or {}).get("transfers", ()):
-            if t.get("direction") == "output" and t.get("ok") and t.get("sha256"):
-                sums[t["lfn"]] = str(t["sha256"]).removeprefix("sha256:")
+            if t.get("direction") == "output" and t.get("ok"):
+                sent.add(t["lfn"])
+                if t.get("sha256"):
+                    sums[t["lfn"]] = str(t["sha256"]).removeprefix("sha256:")
+    seen = any(rec is not None for rec in records)
     writer = ReplicaWriter(rd.replicas_out)
     try:
         for lfn, url, site in register:
+            if seen and lfn not in sent:
+                continue
             writer.add(lfn, url, site, sums.get(lfn))
     finally:
         writer.close()

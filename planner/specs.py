@@ -521,7 +521,9 @@ class SpecBuilder:
         """The job's outputs for the output replica catalog (``replicas.out.yml``).
 
         Only files staged out are registered: their output-site location (the
-        first output site's).
+        first output site's). Checkpoint files too (``add_checkpoint(...,
+        register_replica=True)``): the backends register one only if the job
+        staged it out.
         """
         out: list[Register] = []
         first = self._first_output
@@ -530,7 +532,7 @@ class SpecBuilder:
         lfns = self.wf.lfns
         for u in self.wf.jobs[j].uses:
             t = u.type
-            if (t == USE_OUTPUT or t == USE_INOUT) and u.register_replica and u.stage_out:
+            if t in _REGISTERED and u.register_replica and u.stage_out:
                 lfn = lfns[u.lfn]
                 out.append(Register(lfn, first.get(lfn), first.site))
         return out
@@ -541,6 +543,8 @@ class SpecBuilder:
 
 
 _GROUP = re.compile(r"\[(\d+)\]")
+#: use types whose staged-out files go to the output replica catalog
+_REGISTERED = (USE_OUTPUT, USE_INOUT, USE_CHECKPOINT)
 _PFN_PARTS: dict[str, list[str | int]] = {}
 
 
@@ -572,9 +576,7 @@ def _replicas(rc, lfn: str) -> list[Replica]:  # type: ignore[no-untyped-def]
         groups = (m.group(0), *m.groups())
         for r in reps:
             pfn = "".join(
-                p
-                if isinstance(p, str)
-                else ((groups[p] or "") if p < len(groups) else f"[{p}]")
+                p if isinstance(p, str) else ((groups[p] or "") if p < len(groups) else f"[{p}]")
                 for p in _pfn_parts(r.pfn)
             )
             out.append(Replica(r.site, pfn, r.sha256, r.priority))
