@@ -3,17 +3,21 @@
 The accepted document is exactly pegasus-transfer's (docs/transfer.md): a JSON
 array of ``transfer``, ``mkdir`` and ``remove`` entries. ferry also reads an
 expected sha256 from, in this order: the entry's ``sha256`` field (a ferry
-extension, bare hex or ``sha256:<hex>``), the planner's ``attributes``
-(``checksum.type`` = ``sha256`` and ``checksum.value``), and, when
-``verify_checksum_remote`` is set, the Pegasus ``*.meta`` files in the current
-directory, as pegasus-integrity does.
+extension, bare hex or ``sha256:<hex>``), when ``verify_checksum_remote`` is
+set the Pegasus ``*.meta`` files in the current directory (what
+pegasus-integrity checks), and the planner's ``attributes``
+(``checksum.type`` = ``sha256`` and ``checksum.value``). A
+``verify_checksum_remote`` entry whose sum is unknown (no ``lfn``, or found
+nowhere) is not an input error: as in pegasus-transfer, only that transfer
+fails (``TransferRequest.verify_error``).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
-from typing import Union
+from typing import Any, Union
 
 import msgspec
 
@@ -46,7 +50,7 @@ class _UrlObj(msgspec.Struct):
 class _Target(msgspec.Struct):
     url: str
     site_label: str = "local"
-    recursive: Union[bool, str, None] = None  # noqa: UP007
+    recursive: Union[bool, int, str, None] = None  # noqa: UP007
 
 
 class _Transfer(msgspec.Struct, tag_field="type", tag="transfer"):
@@ -54,11 +58,12 @@ class _Transfer(msgspec.Struct, tag_field="type", tag="transfer"):
     dest_urls: list[_UrlObj]
     lfn: Union[str, None] = None  # noqa: UP007
     id: Union[int, str, None] = None  # noqa: UP007
-    linkage: str = "unknown"
+    linkage: Union[str, None] = None  # noqa: UP007
     verify_symlink_source: bool = True
     generate_checksum: bool = False
     verify_checksum_remote: bool = False
-    attributes: dict[str, Union[str, int, float, bool]] = {}  # noqa: UP007, RUF012
+    # pegasus-transfer ignores it: any JSON is accepted, only checksum.* is read
+    attributes: Any = None
     sha256: Union[str, None] = None  # noqa: UP007
     executable: bool = False
 
@@ -80,7 +85,6 @@ _Entry = Union[_Transfer, _Mkdir, _Remove]  # noqa: UP007
 def _decoder() -> msgspec.json.Decoder[list[_Entry]]:
     """Built on first use: the worker, which never reads a transfer list, skips it."""
     return msgspec.json.Decoder(list[_Entry])
-
 
 
 # -- what the engine works on ------------------------------------------------
@@ -107,6 +111,10 @@ class TransferRequest(msgspec.Struct):
     linkage: str = "unknown"
     verify_symlink_source: bool = True
     generate_checksum: bool = False
+    verify_checksum_remote: bool = False
+    #: why the sum that ``verify_checksum_remote`` asks to check is unknown; the
+    #: transfer then fails without running (pegasus-transfer fails it too)
+    verify_error: str | None = None
     symlink: bool = False  # make a symlink for local->local instead of copying
     user_data: dict[str, object] = msgspec.field(default_factory=dict)
 
@@ -162,12 +170,12 @@ def normalize_sha256(value: str | None, *, where: str = "sha256") -> str | None:
     return text
 
 
-def _truthy(value: bool | str | None) -> bool:
+def _truthy(value: bool | int | str | None) -> bool:
     if isinstance(value, bool):
         return value
     if value is None:
         return False
-    text = value.strip().lower()
+    text = str(value).strip().lower()
     if text in ("yes", "true", "t", "1"):
         return True
     if text in ("no", "false", "f", "0", ""):
@@ -197,10 +205,33 @@ def _endpoint(obj: _UrlObj | _Target, where: str) -> Endpoint:
     )
 
 
-def _sha_from_attributes(attrs: dict[str, object], where: str) -> str | None:
-    if str(attrs.get("checksum.type", "")).lower() == "sha256" and attrs.get("checksum.value"):
-        return normalize_sha256(str(attrs["checksum.value"]), where=f"{where}.attributes")
+def _sha_from_attributes(attrs: object, where: str) -> str | None:
+    if not isinstance(attrs, dict):
+        return None
+    value = attrs.get("checksum.value")
+    if str(attrs.get("checksum.type", "")).lower() == "sha256" and isinstance(value, str) and value:
+        return normalize_sha256(value, where=f"{where}.attributes")
     return None
+
+
+def _entry_name(data: bytes, message: str, source: str) -> str:
+    """``<file>: entry N (id I) (lfn L): invalid entry: <msgspec's message>`` for an
+    error at ``$[N-1]...``: the entry as pegasus-transfer users count them, and its path."""
+    found = re.search(r" - at `\$\[(\d+)\]", message)
+    if not found:
+        return f"{source}: invalid transfer list: {message}"
+    index = int(found.group(1))
+    where = f"{source}: entry {index + 1}"
+    try:
+        entry = json.loads(data)[index]
+    except (ValueError, IndexError, TypeError):
+        entry = None
+    if isinstance(entry, dict):
+        if entry.get("id") is not None:
+            where += f" (id {entry['id']})"
+        if isinstance(entry.get("lfn"), str):
+            where += f" (lfn {entry['lfn']})"
+    return f"{where}: invalid entry: {message}"
 
 
 def parse_transfer_list(
@@ -225,7 +256,7 @@ def parse_transfer_list(
     try:
         entries = _decoder().decode(data)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: invalid transfer list: {exc}") from None
+        raise ConfigError(_entry_name(data, str(exc), source)) from None
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{source}: malformed JSON: {exc}") from None
     requests: list[Request] = []
@@ -236,12 +267,12 @@ def parse_transfer_list(
             requests.append(MkdirRequest(_endpoint(entry.target, where), id=ident))
             continue
         if isinstance(entry, _Remove):
+            try:
+                recursive = _truthy(entry.target.recursive)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: target.recursive: {exc}") from None
             requests.append(
-                RemoveRequest(
-                    _endpoint(entry.target, where),
-                    recursive=_truthy(entry.target.recursive),
-                    id=ident,
-                )
+                RemoveRequest(_endpoint(entry.target, where), recursive=recursive, id=ident)
             )
             continue
         if entry.lfn:
@@ -255,14 +286,19 @@ def parse_transfer_list(
         # pegasus-transfer always uses the highest-priority destination
         dest = sorted(dests, key=lambda d: -(d.priority or 0))[0]
         sha = normalize_sha256(entry.sha256, where=f"{where}.sha256")
+        verify_error = None
+        if sha is None and entry.verify_checksum_remote:
+            # what pegasus-integrity --verify checks against: ./*.meta, by LFN
+            if not entry.lfn:
+                verify_error = "verify_checksum_remote is set but the entry has no lfn"
+            else:
+                sha = (meta_lookup or {}).get(entry.lfn)
         sha = sha or _sha_from_attributes(entry.attributes, where)
-        if sha is None and entry.verify_checksum_remote and entry.lfn:
-            sha = (meta_lookup or {}).get(entry.lfn)
-            if sha is None:
-                raise ConfigError(
-                    f"{where}: verify_checksum_remote is set but no sha256 is known for"
-                    f" {entry.lfn} (no checksum in the entry and none in ./*.meta)"
-                )
+        if sha is None and entry.verify_checksum_remote and verify_error is None:
+            verify_error = (
+                f"verify_checksum_remote is set but no sha256 is known for {entry.lfn}"
+                " (no checksum in ./*.meta or in the entry)"
+            )
         requests.append(
             TransferRequest(
                 sources=sources,
@@ -271,9 +307,11 @@ def parse_transfer_list(
                 id=ident,
                 sha256=sha,
                 executable=entry.executable,
-                linkage=entry.linkage,
+                linkage=entry.linkage or "unknown",
                 verify_symlink_source=entry.verify_symlink_source,
                 generate_checksum=entry.generate_checksum,
+                verify_checksum_remote=entry.verify_checksum_remote,
+                verify_error=verify_error,
             )
         )
     return requests

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 from ferry.plugins.errors import ConfigError, FerryError
@@ -20,7 +21,7 @@ from ferry.plugins.protocol import ProtocolContext
 from ferry.plugins.registry import Registry
 from ferry.plugins.url import parse_url, redact
 
-from .engine import Engine, Subscriber, TransferConfig, TransferResult
+from .engine import AttemptRecord, Engine, Subscriber, TransferConfig, TransferResult
 from .progress import LogProgress, RichProgress, Summary, is_terminal
 from .request import Endpoint, Request, TransferRequest, normalize_sha256, parse_transfer_list
 
@@ -224,25 +225,149 @@ def _report_failures(results: Sequence[TransferResult]) -> None:
         log.error("  %s", r.error)
 
 
+def _unverifiable(req: TransferRequest) -> TransferResult:
+    """The failed result of a transfer whose ``verify_checksum_remote`` cannot be honoured."""
+    return TransferResult(
+        req,
+        ok=False,
+        error=f"{req.label} -> {req.dest.url}: {req.verify_error}",
+        error_type="IntegrityError",
+    )
+
+
+class _AttemptClock(Subscriber):
+    """Wall-clock start of every try, for ``$PEGASUS_MULTIPART_DIR``."""
+
+    def __init__(self) -> None:
+        self.starts: dict[int, float] = {}
+
+    def on_attempt_failed(self, request: Request, record: AttemptRecord) -> None:
+        self.starts[id(record)] = time.time() - record.duration
+
+    def start_of(self, record: AttemptRecord) -> float:
+        return self.starts.get(id(record), time.time() - record.duration)
+
+
+def _write_multipart(results: Sequence[TransferResult], clock: _AttemptClock) -> None:
+    """pegasus-transfer's ``$PEGASUS_MULTIPART_DIR/<ts>-transfer``: one item per try, which
+    PegasusLite appends to the job's output for pegasus-monitord."""
+    directory = os.environ.get("PEGASUS_MULTIPART_DIR")
+    if not directory:
+        return
+    lines = ["- transfer_attempts:\n"]
+    for r in results:
+        req = r.request
+        if not isinstance(req, TransferRequest):
+            continue
+        labels = {str(s.url): s.site for s in req.sources}
+        for a in r.attempts:
+            lines.append(
+                f'  - src_url: "{redact(a.source)}"\n'
+                f'    src_label: "{labels.get(a.source, req.sources[0].site)}"\n'
+                f'    dst_url: "{redact(str(req.dest.url))}"\n'
+                f'    dst_label: "{req.dest.site}"\n'
+                f"    success: {a.ok}\n"
+                f"    start: {clock.start_of(a):.0f}\n"
+                f"    duration: {a.duration:.1f}\n"
+            )
+            if req.lfn:
+                lines.append(f'    lfn: "{req.lfn}"\n')
+            if a.bytes > 0:
+                lines.append(f"    bytes: {a.bytes}\n")
+    try:
+        with open(os.path.join(directory, f"{int(time.time())}-transfer"), "w") as f:
+            f.writelines(lines)
+    except OSError as exc:
+        log.error("Unable to write stats to $PEGASUS_MULTIPART_DIR: %s", exc)
+
+
+def _log_integrity_metrics(results: Sequence[TransferResult]) -> None:
+    """pegasus-transfer's ``int.metric`` line per linkage for ``verify_checksum_remote``
+    checks (pegasus-monitord reads it from the job's output). The sum is checked while
+    the bytes stream, so no time goes to a separate check."""
+    import json
+
+    counts: dict[str, list[int]] = {}
+    for r in results:
+        req = r.request
+        if not (isinstance(req, TransferRequest) and req.verify_checksum_remote and req.lfn):
+            continue
+        if not r.ok and r.error_type not in ("IntegrityError", None):
+            continue  # the transfer failed before there was anything to check
+        counts.setdefault(req.linkage or "unknown", [0, 0])[0 if r.ok else 1] += 1
+    for linkage, (succeeded, failed) in counts.items():
+        data = {
+            "ts": int(time.time()),
+            "monitoring_event": "int.metric",
+            "payload": [
+                {
+                    "event": "check",
+                    "file_type": linkage,
+                    "succeeded": succeeded,
+                    "failed": failed,
+                    "duration": "0.000",
+                }
+            ],
+        }
+        log.info(
+            "@@@MONITORING_PAYLOAD - START@@@%s@@@MONITORING_PAYLOAD - END@@@", json.dumps(data)
+        )
+
+
+def _checksummed_path(r: TransferResult) -> str | None:
+    """The local file pegasus-transfer checksums for ``generate_checksum``: the source
+    used when it is ``file://`` (before the transfer), else a ``file://`` destination."""
+    req = r.request
+    assert isinstance(req, TransferRequest)
+    for s in req.sources:
+        if str(s.url) == r.source and s.url.scheme == "file":
+            return s.url.local_path
+    if req.dest.url.scheme == "file":
+        return req.dest.url.local_path
+    return None
+
+
 def _integrity_outputs(args: argparse.Namespace, results: Sequence[TransferResult]) -> None:
-    kickstart = bool(os.environ.get("KICKSTART_INTEGRITY_DATA"))
     generating = any(
         isinstance(r.request, TransferRequest) and r.request.generate_checksum for r in results
     )
-    if not args.meta and not (kickstart and generating):
+    if not args.meta and not generating:
         return
-    from .integrity import FileSum, append_kickstart_fragment, write_meta
+    import hashlib
 
+    from .integrity import FileSum, append_kickstart_fragment, kickstart_fragment, write_meta
+
+    kickstart = bool(os.environ.get("KICKSTART_INTEGRITY_DATA"))
     sums = []
+    done: set[str] = set()  # pegasus-transfer checksums each LFN once per run
     for r in results:
         req = r.request
-        if not (r.ok and r.sha256 and isinstance(req, TransferRequest) and req.lfn):
+        if not (r.ok and isinstance(req, TransferRequest) and req.lfn):
             continue
         path = req.dest.url.local_path if req.dest.url.is_local else None
-        s = FileSum(req.lfn, r.sha256, size=r.bytes, path=path)
+        if req.generate_checksum and req.lfn not in done:
+            path = _checksummed_path(r)
+            if path is None:
+                log.warning("%s: no local file to checksum for generate_checksum", req.label)
+        digest, timing = r.sha256, None
+        if digest is None and path is not None and os.path.isfile(path):
+            t0 = time.monotonic()  # a link or a move streamed no bytes: hash the file
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            digest = h.hexdigest()
+            timing = time.monotonic() - t0
+        if digest is None:
+            continue
+        s = FileSum(req.lfn, digest, size=r.bytes or None, timing=timing, path=path)
         sums.append(s)
-        if req.generate_checksum and path and kickstart:
-            append_kickstart_fragment(s)
+        if req.generate_checksum and path and req.lfn not in done:
+            done.add(req.lfn)
+            if kickstart:
+                append_kickstart_fragment(s)
+            elif not args.json:  # as pegasus-integrity: stdout without kickstart
+                sys.stdout.write(kickstart_fragment(s))
     if args.meta:
         write_meta(args.meta, sums)
 
@@ -280,24 +405,40 @@ def run(args: argparse.Namespace) -> int:
     elif mode == "log":
         # per-transfer lines straight to stderr, formatted as _PegasusFormatter does
         subscribers.append(LogProgress(sys.stderr, redact))
+    clock = _AttemptClock()
+    subscribers.append(clock)
     summary = Summary()
     registry = Registry(context)
     engine = Engine(registry, config, subscribers)
     previous = signal.getsignal(signal.SIGTERM)
+    caught = [signal.SIGINT]
 
     def on_term(signum: int, frame: object) -> None:
+        caught[0] = signum
         engine.cancel()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    blocked = {
+        id(r): _unverifiable(r)
+        for r in requests
+        if isinstance(r, TransferRequest) and r.verify_error
+    }
     try:
+        runnable = [r for r in requests if id(r) not in blocked]
         if bar is not None:
             with bar:
-                results = engine.run(requests)
+                ran = iter(engine.run(runnable))
         else:
-            results = engine.run(requests)
+            ran = iter(engine.run(runnable))
+        results = [blocked.get(id(r)) or next(ran) for r in requests]
     except KeyboardInterrupt:
-        log.critical("Exiting due to signal; partial files were removed")
+        log.critical("Exiting due to signal %d; partial files were removed", caught[0])
+        if caught[0] == signal.SIGTERM and previous in (signal.SIG_DFL, None):
+            # pegasus-transfer has no SIGTERM handler: end as the signal ends a process
+            registry.close()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -306,18 +447,20 @@ def run(args: argparse.Namespace) -> int:
         summary.add(r)
     summary.threads = engine.threads_peak
     summary.finish()
+    _write_multipart(results, clock)
     try:
         _integrity_outputs(args, results)
     except (OSError, FerryError) as exc:
         log.critical("cannot write integrity metadata: %s", exc)
         return 1
+    _log_integrity_metrics(results)
     _report_failures(results)
     log.info("%s", summary.line())
     ok = summary.failed == 0
     if ok:
         log.info("All transfers completed successfully.")
     else:
-        log.critical("Some transfers failed! See above.")
+        log.critical("Some transfers failed! See above, and possibly stderr.")
     if args.json:
         report = {
             "ok": ok,
