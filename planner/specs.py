@@ -189,6 +189,7 @@ class SpecBuilder:
         self.has_checkpoints = False
         self.warnings: list[str] = []
         self._warned: set[str] = set()
+        self._warned_containers: set[str] = set()
         self._which: dict[str, bool] = {}
 
     # -- where a job runs ----------------------------------------------------
@@ -264,6 +265,7 @@ class SpecBuilder:
         if not ts.container:
             return None, None
         c: Container = self.tc.containers[ts.container]
+        self._container_warnings(c)
         kind = None
         try:
             from ferry.containers.image import guess_kind
@@ -278,6 +280,29 @@ class SpecBuilder:
             ),
             c.profiles,
         )
+
+    def _container_warnings(self, c: Container) -> None:
+        """Warn once per container about what the job spec cannot carry."""
+        if c.name in self._warned_containers:
+            return
+        self._warned_containers.add(c.name)
+        said: list[str] = []
+        if c.type == "shifter":
+            said.append(
+                f"container {c.name!r} is of type shifter, for which ferry has no runtime:"
+                f" the worker will try {c.image} with another one (apptainer, docker, ...)"
+            )
+        pegasus = c.profiles.get("pegasus") or {}
+        for key in _CONTAINER_KEYS:
+            if key in pegasus:
+                said.append(
+                    f"container {c.name!r}: profile pegasus.{key} ({pegasus[key]!r}) is not"
+                    " supported and is ignored"
+                )
+        for w in said:
+            if w not in self._warned:
+                self._warned.add(w)
+                self.warnings.append(w)
 
     def _installed(self, tx: Transformation, ts: TransformationSite) -> Executable:
         pfn = ts.pfn
@@ -543,6 +568,8 @@ class SpecBuilder:
 
 
 _GROUP = re.compile(r"\[(\d+)\]")
+#: container profiles (Container(arguments=...) and the launcher) a job spec cannot carry
+_CONTAINER_KEYS = ("container.arguments", "container.launcher", "container.launcher.arguments")
 #: use types whose staged-out files go to the output replica catalog
 _REGISTERED = (USE_OUTPUT, USE_INOUT, USE_CHECKPOINT)
 _PFN_PARTS: dict[str, list[str | int]] = {}

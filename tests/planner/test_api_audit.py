@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from Pegasus.api import (  # isort: skip
+    Container,
     File,
     Job,
     ReplicaCatalog,
@@ -104,3 +105,31 @@ def test_a_staged_out_checkpoint_file_is_registered(tmp_path: Path) -> None:
     assert got["state.ckpt"]["pfns"] == [
         {"site": "local", "pfn": f"file://{tmp_path}/out/state.ckpt"}
     ]
+
+
+def test_container_features_a_spec_cannot_carry_are_warned_about(tmp_path: Path) -> None:
+    """Container(arguments=...) (pegasus.container.arguments) and shifter images are planned
+    with a warning that names the container, not dropped silently."""
+    args = Container(
+        "img", Container.SINGULARITY, "docker://library/busybox:1.36", arguments="--cleanenv"
+    )
+    shifter = Container("shf", Container.SHIFTER, "docker://library/busybox:1.36")
+    tc = TransformationCatalog().add_containers(args, shifter)
+    tc.add_transformations(
+        Transformation("a", site="local", pfn="/bin/true", container=args),
+        Transformation("b", site="local", pfn="/bin/true", container=shifter),
+    )
+    wf = Workflow("cont")
+    wf.add_jobs(Job("a", _id="a1"), Job("a", _id="a2"), Job("b", _id="b1"))
+    wf.add_transformation_catalog(tc)
+    wf.write(str(tmp_path / "workflow.yml"))
+
+    res = ferry("plan", "workflow.yml", "--dir", "run", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    warnings = [line for line in res.stderr.splitlines() if "warning" in line]
+    assert [w for w in warnings if "'img'" in w] == [
+        "ferry: warning: container 'img': profile pegasus.container.arguments ('--cleanenv')"
+        " is not supported and is ignored"
+    ]
+    (shf,) = [w for w in warnings if "'shf'" in w]
+    assert "shifter" in shf
