@@ -315,15 +315,16 @@ def _log_integrity_metrics(results: Sequence[TransferResult]) -> None:
 
 
 def _checksummed_path(r: TransferResult) -> str | None:
-    """The local file pegasus-transfer checksums for ``generate_checksum``: the source
-    used when it is ``file://`` (before the transfer), else a ``file://`` destination."""
+    """The local file pegasus-transfer checksums for ``generate_checksum``: the ``file://``
+    source used (before the transfer), else a local destination; None when both ends are
+    remote (pegasus-transfer then checksums its temporary file)."""
     req = r.request
     assert isinstance(req, TransferRequest)
     for s in req.sources:
-        if str(s.url) == r.source and s.url.scheme == "file":
+        if str(s.url) == r.source and s.url.scheme == "file" and os.path.isfile(s.url.local_path):
             return s.url.local_path
-    if req.dest.url.scheme == "file":
-        return req.dest.url.local_path
+    if req.dest.url.is_local and os.path.isfile(req.dest.url.local_path):
+        return req.dest.url.local_path  # also what a moveto:// moved the source to
     return None
 
 
@@ -347,8 +348,6 @@ def _integrity_outputs(args: argparse.Namespace, results: Sequence[TransferResul
         path = req.dest.url.local_path if req.dest.url.is_local else None
         if req.generate_checksum and req.lfn not in done:
             path = _checksummed_path(r)
-            if path is None:
-                log.warning("%s: no local file to checksum for generate_checksum", req.label)
         digest, timing = r.sha256, None
         if digest is None and path is not None and os.path.isfile(path):
             t0 = time.monotonic()  # a link or a move streamed no bytes: hash the file
@@ -362,7 +361,7 @@ def _integrity_outputs(args: argparse.Namespace, results: Sequence[TransferResul
             continue
         s = FileSum(req.lfn, digest, size=r.bytes or None, timing=timing, path=path)
         sums.append(s)
-        if req.generate_checksum and path and req.lfn not in done:
+        if req.generate_checksum and req.lfn not in done:
             done.add(req.lfn)
             if kickstart:
                 append_kickstart_fragment(s)

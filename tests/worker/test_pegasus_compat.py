@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import FaultServer
+from tests.servers import FaultServer, ServerUnavailable, start_wsgidav
 
 
 def sha(data: bytes) -> str:
@@ -229,6 +229,36 @@ def test_generate_checksum_once_per_lfn(tmp_path: Path) -> None:
     p = transfer(stdin=json.dumps(lst), env={"KICKSTART_INTEGRITY_DATA": str(ks)})
     assert p.returncode == 0, p.stderr
     assert ks.read_text().count('    "f.a":\n') == 1
+
+
+def test_generate_checksum_of_a_moved_file(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"abc")
+    lst = [entry("f.a", str(tmp_path / "a"), f"moveto://{tmp_path}/m", generate_checksum=True)]
+    ks = tmp_path / "ks.yml"
+    p = transfer(stdin=json.dumps(lst), env={"KICKSTART_INTEGRITY_DATA": str(ks)})
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "m").read_bytes() == b"abc" and not (tmp_path / "a").exists()
+    assert f"      sha256: {sha(b'abc')}\n" in ks.read_text()
+
+
+def test_generate_checksum_between_two_remote_ends(tmp_path: Path, server: FaultServer) -> None:
+    """http -> webdav goes through a local temporary file, whose sum pegasus-transfer takes."""
+    try:
+        dav = start_wsgidav(tmp_path / "dav")
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        server.add("/f.a", b"abc")
+        lst = [entry("f.a", f"{server.url}/f.a", f"{dav.url}/run/f.a", generate_checksum=True)]
+        ks = tmp_path / "ks.yml"
+        p = transfer(stdin=json.dumps(lst), env={"KICKSTART_INTEGRITY_DATA": str(ks)})
+        assert p.returncode == 0, p.stderr
+        assert (dav.root / "run" / "f.a").read_bytes() == b"abc"
+        text = ks.read_text()
+        assert text.startswith('    "f.a":\n') and "      size: 3\n" in text
+        assert f"      sha256: {sha(b'abc')}\n" in text
+    finally:
+        dav.stop()
 
 
 # -- $PEGASUS_MULTIPART_DIR: the transfer attempts PegasusLite appends to the job output ----
