@@ -234,6 +234,49 @@ def _entry_name(data: bytes, message: str, source: str) -> str:
     return f"{where}: invalid entry: {message}"
 
 
+_V1_COMMENT = re.compile(r"^# +\w+ +\w+ +([\w\-_]+)")
+
+
+def _parse_v1(text: str, source: str) -> list[Request]:
+    """pegasus-transfer's legacy text list (input that starts with ``# src``): pairs of a
+    ``# src N SITE`` comment, a source URL, a ``# dst N SITE`` comment and a destination
+    URL, read with pegasus-transfer's line states (a comment may be left out, lines of
+    4 characters or fewer are skipped)."""
+    requests: list[Request] = []
+    state = 3  # 0: source comment seen, 1: source URL, 2: destination comment, 3: pair done
+    src_site = dst_site = "local"
+    src: Endpoint | None = None
+    for n, line in enumerate(text.split("\n"), 1):
+        if len(line) <= 4:
+            continue
+        line = line.rstrip("\r")
+        where = f"{source}: line {n}"
+        if line[0] == "#" and state in (3, 1):
+            found = _V1_COMMENT.search(line)
+            if not found:
+                raise ConfigError(f"{where}: unable to parse the comment {line!r}")
+            site = found.group(1).replace("-", "_")
+            if state == 3:
+                state, src_site = 0, site
+            else:
+                state, dst_site = 2, site
+            continue
+        try:
+            url = parse_url(line)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if state in (0, 3):
+            state, src = 1, Endpoint(url, site=src_site)
+        else:
+            assert src is not None
+            state = 3
+            ident = str(len(requests) + 1)
+            requests.append(
+                TransferRequest(sources=[src], dest=Endpoint(url, site=dst_site), id=ident)
+            )
+    return requests
+
+
 def parse_transfer_list(
     data: bytes | str,
     *,
@@ -249,10 +292,8 @@ def parse_transfer_list(
         data = data.encode()
     if not data.strip():
         raise ConfigError(f"{source}: empty transfer list")
-    if data.lstrip().startswith(b"# src"):
-        raise ConfigError(
-            f"{source}: the legacy v1 text format is not supported; use the JSON list"
-        )
+    if data[:5] == b"# src":
+        return _parse_v1(data.decode("utf-8", "replace"), source)
     try:
         entries = _decoder().decode(data)
     except msgspec.ValidationError as exc:

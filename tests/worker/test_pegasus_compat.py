@@ -325,3 +325,19 @@ def test_sigterm_ends_the_process_by_the_signal(tmp_path: Path, server: FaultSer
     assert proc.returncode == -signal.SIGTERM, err
     assert not (tmp_path / "s").exists()
     assert sorted(os.listdir(tmp_path)) == ["list.json"]
+
+
+# -- input detection: a list that starts with "# src" is the legacy v1 text format ---------
+
+
+def test_legacy_v1_text_list(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"abc")
+    text = (
+        f"# src 1 local\nfile://{tmp_path}/a\n# dst 1 stage-1\nfile://{tmp_path}/o/a\n"
+        f"# src 2 local\n{tmp_path}/a\n# dst 2 local\n{tmp_path}/o/b\n"
+    )
+    p = transfer("--json", stdin=text)
+    assert p.returncode == 0, p.stderr
+    assert [t["id"] for t in json.loads(p.stdout)["transfers"]] == ["1", "2"]
+    assert (tmp_path / "o" / "a").read_bytes() == b"abc"
+    assert (tmp_path / "o" / "b").read_bytes() == b"abc"
