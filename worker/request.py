@@ -349,7 +349,9 @@ def parse_transfer_list(
                 sha256=sha,
                 executable=entry.executable,
                 linkage=entry.linkage or "unknown",
-                verify_symlink_source=entry.verify_symlink_source,
+                # pegasus-transfer lets only a symlink:// destination dangle: its
+                # file->file copy (or --symlink link) needs the source either way
+                verify_symlink_source=entry.verify_symlink_source or dest.url.scheme != "symlink",
                 generate_checksum=entry.generate_checksum,
                 verify_checksum_remote=entry.verify_checksum_remote,
                 verify_error=verify_error,

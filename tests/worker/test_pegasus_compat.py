@@ -341,3 +341,17 @@ def test_legacy_v1_text_list(tmp_path: Path) -> None:
     assert [t["id"] for t in json.loads(p.stdout)["transfers"]] == ["1", "2"]
     assert (tmp_path / "o" / "a").read_bytes() == b"abc"
     assert (tmp_path / "o" / "b").read_bytes() == b"abc"
+
+
+def test_dangling_link_only_for_symlink_destinations(tmp_path: Path) -> None:
+    """verify_symlink_source=false lets symlink:// point at a file yet to come; a file://
+    destination, linked with --symlink, still needs its source (pegasus-transfer's file->file)."""
+    missing = str(tmp_path / "later")
+    lst = [entry("a", missing, f"symlink://{tmp_path}/l", verify_symlink_source=False)]
+    p = transfer("-m", "1", stdin=json.dumps(lst))
+    assert p.returncode == 0, p.stderr
+    assert os.readlink(tmp_path / "l") == missing
+    lst = [entry("a", missing, f"file://{tmp_path}/f", verify_symlink_source=False)]
+    p = transfer("-m", "1", "--symlink", stdin=json.dumps(lst))
+    assert p.returncode == 1
+    assert not os.path.lexists(tmp_path / "f")
