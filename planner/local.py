@@ -47,6 +47,7 @@ EXIT_FAILED = 1
 WAITING, READY, RUNNING, SUCCEEDED, FAILED = 0, 1, 2, 3, 4
 #: longest cause shown on a job's one-line failure message
 WHY_MAX = 400
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _names(text: str, lfn: str) -> bool:
@@ -88,11 +89,16 @@ class LocalRunner:
         self.n = n
         self.index = {pj.id: e for e, pj in enumerate(jobs)}
         self.children: list[list[int]] = [[] for _ in range(n)]
+        self.parents: list[list[int]] = [[] for _ in range(n)]
         self.pending = array("i", [0]) * n
         for e, pj in enumerate(jobs):
             self.pending[e] = len(pj.parents)
             for p in pj.parents:
                 self.children[self.index[p]].append(e)
+                self.parents[e].append(self.index[p])
+        #: entry -> {lfn: sha256} of the files it staged out, kept while a child may run
+        self.out_sums: dict[int, dict[str, str]] = {}
+        self.kids_left = array("i", [0]) * n
         self.state = bytearray(n)
         self.attempt = array("i", [0]) * n
         self.tries = array("i", (pj.retries for pj in jobs))
@@ -137,7 +143,7 @@ class LocalRunner:
                 self.attempt[e],
                 recovered=True,  # type: ignore[union-attr]
             )
-            self._register(e)
+            self._succeeded(e)
         return done
 
     def _record_ok(self, job_id: str, records: dict[str, list[int]]) -> bool:
@@ -220,6 +226,15 @@ class LocalRunner:
             if state[e] == SUCCEEDED:
                 for c in self.children[e]:
                     self.pending[c] -= 1
+                # resumed: the sums of a succeeded parent whose children still run
+                left = sum(1 for c in self.children[e] if state[c] != SUCCEEDED)
+                if left and e not in self.out_sums:
+                    sums = self._outputs(e)[0]
+                    if sums:
+                        self.out_sums[e] = sums
+                if not left:
+                    self.out_sums.pop(e, None)
+                self.kids_left[e] = left
         for e in range(self.n):
             if state[e] == WAITING and self.pending[e] == 0:
                 state[e] = READY
@@ -284,7 +299,12 @@ class LocalRunner:
             specs = [[self.rd.join(pj.spec), pj.id]]
         self.state[e] = RUNNING
         running[e] = a
-        self.zygote.send({"op": "run", "token": e, "attempt": a, "specs": specs})
+        msg: dict[str, Any] = {"op": "run", "token": e, "attempt": a, "specs": specs}
+        if self.parents[e] and self.out_sums:
+            sums = self._input_sums(e)
+            if sums:
+                msg["sums"] = sums
+        self.zygote.send(msg)
         self.journal.write(pj.id, "started", a)
 
     def _handle(
@@ -300,7 +320,8 @@ class LocalRunner:
             self.state[e] = SUCCEEDED
             self.counts["succeeded"] += 1
             self.journal.write(pj.id, "succeeded", a, exit=0)
-            self._register(e)
+            self._succeeded(e)
+            self._child_done(e)
             for c in self.children[e]:
                 self.pending[c] -= 1
                 if self.pending[c] == 0 and self.state[c] == WAITING:
@@ -367,10 +388,10 @@ class LocalRunner:
 
     # -- registration --------------------------------------------------------
 
-    def _register(self, e: int) -> None:
+    def _outputs(self, e: int) -> tuple[dict[str, str], set[str], bool]:
+        """From the entry's succeeded records: the sha256 of each staged-out file, the
+        files staged out, and whether any record was found."""
         pj = self.plan.jobs[e]  # type: ignore[union-attr]
-        if not pj.register:
-            return
         sums: dict[str, str] = {}
         sent: set[str] = set()  # staged out (a checkpoint file may never have been written)
         seen = False
@@ -382,8 +403,45 @@ class LocalRunner:
             for t in rec.get("transfers", ()):
                 if t.get("direction") == "output" and t.get("ok"):
                     sent.add(t["lfn"])
-                    if t.get("sha256"):
-                        sums[t["lfn"]] = str(t["sha256"]).removeprefix("sha256:")
+                    h = str(t.get("sha256") or "").lower().removeprefix("sha256:")
+                    if _HEX64.fullmatch(h):
+                        sums[t["lfn"]] = h
+        return sums, sent, seen
+
+    def _succeeded(self, e: int) -> None:
+        """Register the entry's outputs, keep their sums for its children's stage-in."""
+        pj = self.plan.jobs[e]  # type: ignore[union-attr]
+        if not pj.register and not self.children[e]:
+            return
+        sums, sent, seen = self._outputs(e)
+        if self.children[e] and sums:
+            self.out_sums[e] = sums
+            self.kids_left[e] = len(self.children[e])
+        self._register(e, sums, sent, seen)
+
+    def _child_done(self, e: int) -> None:
+        """Forget the sums of ``e``'s parents once all their children succeeded."""
+        for p in self.parents[e]:
+            if p in self.out_sums:
+                self.kids_left[p] -= 1
+                if self.kids_left[p] <= 0:
+                    del self.out_sums[p]
+
+    def _input_sums(self, e: int) -> dict[str, str]:
+        """The sha256 the parents recorded for the files they staged out (an LFN two
+        parents disagree on is left out)."""
+        out: dict[str, str] = {}
+        clash: set[str] = set()
+        for p in self.parents[e]:
+            for lfn, h in self.out_sums.get(p, {}).items():
+                if out.setdefault(lfn, h) != h:
+                    clash.add(lfn)
+        for lfn in clash:
+            del out[lfn]
+        return out
+
+    def _register(self, e: int, sums: dict[str, str], sent: set[str], seen: bool) -> None:
+        pj = self.plan.jobs[e]  # type: ignore[union-attr]
         for r in pj.register:
             if seen and r.lfn not in sent:
                 continue

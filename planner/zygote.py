@@ -18,8 +18,11 @@ process, each with its own record; a member that already has a succeeded
 record (an earlier attempt) is skipped.
 
 Protocol (JSON lines). The runner writes to the zygote's stdin:
-``{"op": "run", "token", "attempt", "specs": [[ref, id], ...]}`` (``ref`` a spec
-path or ``path@offset`` in a packed shard) and ``{"op": "term"}`` (TERM to every
+``{"op": "run", "token", "attempt", "specs": [[ref, id], ...], "sums"?}`` (``ref``
+a spec path or ``path@offset`` in a packed shard; ``sums``, ``{lfn: sha256}``, what
+the job's parents recorded for the files they staged out: an input of that LFN
+without a sha256 of its own is checked against it, as PegasusLite checks
+intermediate files against the parents' ``.meta``) and ``{"op": "term"}`` (TERM to every
 busy worker, as HTCondor does on eviction: the job is stopped, checkpoints are
 staged out, the record written). The zygote answers on its stdout
 ``{"token", "member", "code", "wall", "job_wall"}`` per job run and
@@ -399,6 +402,7 @@ def _serve(req, status, per_process, registry, records_dir, workdir_base, JobWor
         attempt = int(msg["attempt"])
         os.environ["FERRY_ATTEMPT"] = str(attempt)
         cluster = len(msg["specs"]) > 1
+        sums = msg.get("sums") or {}
         worst = 0
         for ref, job_id in msg["specs"]:
             if stop:
@@ -419,6 +423,10 @@ def _serve(req, status, per_process, registry, records_dir, workdir_base, JobWor
                 )
                 worst = worst or 2
                 continue
+            if sums:
+                for inp in spec.inputs:  # files the parents staged out: check them too
+                    if inp.sha256 is None and not inp.executable and inp.lfn in sums:
+                        inp.sha256 = sums[inp.lfn]
             worker = JobWorker(
                 spec, records_dir=records_dir, registry=registry, workdir_base=workdir_base
             )

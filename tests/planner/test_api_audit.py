@@ -6,6 +6,7 @@ missing or wrong.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -20,7 +21,7 @@ from Pegasus.api import (  # isort: skip
     Workflow,
 )
 
-from .helpers import ferry, script, sha
+from .helpers import PY, ferry, script, sha
 
 
 def _failed_lines(out: str) -> list[str]:
@@ -133,3 +134,48 @@ def test_container_features_a_spec_cannot_carry_are_warned_about(tmp_path: Path)
     ]
     (shf,) = [w for w in warnings if "'shf'" in w]
     assert "shifter" in shf
+
+
+def test_an_intermediate_file_changed_in_staging_fails_its_consumer(tmp_path: Path) -> None:
+    """PegasusLite checks intermediate files against the sha256 their producer's record
+    gave (the parent's .meta); so does ferry run: a file altered in staging between the
+    jobs fails the job that reads it, naming the file."""
+    mk = script(tmp_path / "mk", "open('a.txt', 'w').write('good')\n")
+    tamper = script(
+        tmp_path / "tamper",
+        "import glob\n"
+        f"for f in glob.glob({str(tmp_path)!r} + '/run*/scratch/a.txt'):\n"
+        "    open(f, 'w').write('evil')\n"
+        "open('b.txt', 'w').write('b')\n",
+    )
+    tc = TransformationCatalog().add_transformations(
+        Transformation("mk", site="local", pfn=str(mk)),
+        Transformation("tamper", site="local", pfn=str(tamper)),
+        Transformation("cat", site="local", pfn="/bin/cat"),
+    )
+    a, b = File("a.txt"), File("b.txt")
+    j1 = Job("mk", _id="mk").add_outputs(a, stage_out=False)
+    j2 = Job("tamper", _id="tamper").add_outputs(b, stage_out=False)
+    j3 = Job("cat", _id="use").add_args(a, b).add_inputs(a, b).set_stdout(File("out.txt"))
+    j3.add_dagman_profile(retry=0)
+    wf = Workflow("inter").add_jobs(j1, j2, j3).add_dependency(j1, children=[j2])
+    wf.add_transformation_catalog(tc)
+    wf.write(str(tmp_path / "workflow.yml"))
+
+    res = ferry("run", "workflow.yml", "--dir", "run1", "-O", "out", cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    (line,) = _failed_lines(res.stdout)
+    assert line.startswith("job use FAILED (attempt 1, exit 4): integrity: sha256 mismatch")
+    assert "for a.txt from file://" in line and sha(b"good") in line and sha(b"evil") in line
+    assert not (tmp_path / "out" / "out.txt").exists()
+
+    # untouched, the same intermediate files pass the check (a diamond's middle and end)
+    (tmp_path / "tamper").write_text(f"#!{PY}\nopen('b.txt', 'w').write('b')\n")
+    res = ferry("run", "workflow.yml", "--dir", "run2", "-O", "out", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "out" / "out.txt").read_text() == "goodb"
+    rec = json.loads((tmp_path / "run2" / "records" / "use.1.json").read_text())
+    checked = {
+        t["lfn"]: t["expected_sha256"] for t in rec["transfers"] if t["direction"] == "input"
+    }
+    assert checked == {"a.txt": f"sha256:{sha(b'good')}", "b.txt": f"sha256:{sha(b'b')}"}
