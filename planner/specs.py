@@ -99,24 +99,39 @@ def timeouts(p: Profiles, where: str) -> tuple[float | None, float | None]:
 
     Both profiles are in minutes. ``checkpoint.time`` is when the job is sent
     TERM (so it can write its checkpoint); with ``maxwalltime`` as well, KILL
-    follows half of the remaining time later. With only ``maxwalltime``, TERM
-    comes 5 minutes before it (10 s before for jobs shorter than 5 minutes) and
-    KILL at it. These are kickstart's ``-k``/``-K`` as pegasus-plan sets them.
+    follows half of the remaining time later, and a ``checkpoint.time`` less
+    than 10 s before ``maxwalltime`` is a planning error, as in pegasus-plan.
+    With only ``maxwalltime``, TERM comes 5 minutes before it (10 s before for
+    jobs shorter than 5 minutes) and KILL at it. These are kickstart's
+    ``-k``/``-K`` as pegasus-plan sets them.
     """
     ck = prof.get_float(p, "pegasus", "checkpoint.time", where=where)
     mw = prof.get_float(p, "pegasus", "maxwalltime", where=where)
+    total = mw * 60.0 if mw is not None and mw > 0 else None
     if ck is not None and ck > 0:
         term = ck * 60.0
-        if mw is not None and mw * 60.0 > term:
-            return term, max(1.0, (mw * 60.0 - term) / 2.0)
-        return term, None
-    if mw is not None and mw > 0:
-        total = mw * 60.0
-        term = total - 300.0 if total - 300.0 > 0 else total - 10.0
+        if total is not None and total - term < MIN_KILL_GAP:
+            raise PlanError(
+                f"{where}profile pegasus.checkpoint.time ({_num(ck)} min) must come at least"
+                f" {MIN_KILL_GAP:.0f} s before pegasus.maxwalltime ({_num(mw)} min)"
+            )
+        if total is None:
+            return term, None
+        return term, (total - term) / 2.0
+    if total is not None:
+        term = total - 300.0 if total - 300.0 > 0 else total - MIN_KILL_GAP
         if term <= 0:
             return total, None
         return term, total - term
     return None, None
+
+
+#: kickstart's least gap between the TERM (checkpoint) and the wall time, seconds
+MIN_KILL_GAP = 10.0
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None else (str(int(v)) if v == int(v) else str(v))
 
 
 @dataclass

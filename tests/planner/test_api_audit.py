@@ -179,3 +179,27 @@ def test_an_intermediate_file_changed_in_staging_fails_its_consumer(tmp_path: Pa
         t["lfn"]: t["expected_sha256"] for t in rec["transfers"] if t["direction"] == "input"
     }
     assert checked == {"a.txt": f"sha256:{sha(b'good')}", "b.txt": f"sha256:{sha(b'b')}"}
+
+
+def test_a_checkpoint_time_too_close_to_maxwalltime_is_a_planning_error(tmp_path: Path) -> None:
+    """pegasus-plan (Kickstart.java) refuses a checkpoint.time less than 10 s before
+    maxwalltime: no time would be left to write the checkpoint before KILL."""
+    wf = Workflow("ck")
+    wf.add_jobs(
+        Job("true", _id="ok").add_pegasus_profile(checkpoint_time=1, max_walltime=2),
+        Job("true", _id="same").add_pegasus_profile(checkpoint_time=1, max_walltime=1),
+    )
+    wf.write(str(tmp_path / "workflow.yml"))
+    res = ferry("plan", "workflow.yml", "--dir", "run", cwd=tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "ferry plan: error: job same: profile pegasus.checkpoint.time (1 min) must come at"
+        " least 10 s before pegasus.maxwalltime (1 min)"
+    ]
+    assert not (tmp_path / "run" / "plan.json").exists()
+
+    wf = Workflow("ck")
+    wf.add_jobs(Job("true", _id="late").add_pegasus_profile(checkpoint_time=5, max_walltime=2))
+    wf.write(str(tmp_path / "workflow.yml"))
+    res = ferry("plan", "workflow.yml", "--dir", "run2", cwd=tmp_path)
+    assert res.returncode == 2 and "job late: profile pegasus.checkpoint.time (5 min)" in res.stderr
