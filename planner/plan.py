@@ -311,7 +311,11 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
 
 
 def _drop_unsupported(wf: Workflow, warnings: list[str]) -> list[bool]:
-    """Sub-workflow jobs are not planned (yet): warn, and cut them out with their edges."""
+    """Sub-workflow jobs are not planned (yet): warn, and cut them out.
+
+    Their parents are linked to their children, so the order the workflow asks for
+    stays (``a -> sub -> b`` still runs ``a`` before ``b``).
+    """
     if all(job.kind == "job" for job in wf.jobs):
         return [False] * len(wf.jobs)
     dropped = [job.kind != "job" for job in wf.jobs]
@@ -322,8 +326,24 @@ def _drop_unsupported(wf: Workflow, warnings: list[str]) -> list[bool]:
             + ", ".join(names[:10])
             + (f" and {len(names) - 10} more" if len(names) > 10 else "")
         )
+        parents: list[list[int]] = [[] for _ in wf.jobs]
+        for j, ch in enumerate(wf.children):
+            for c in ch:
+                parents[c].append(j)
         for j, d in enumerate(dropped):
-            if d:
+            if d:  # splice it out: each parent gets its children (chains included)
+                kids = [c for c in wf.children[j] if c != j]
+                for p in parents[j]:
+                    if p == j:
+                        continue
+                    ch = wf.children[p]
+                    ch[:] = [c for c in ch if c != j]
+                    for c in kids:
+                        if c not in ch:
+                            ch.append(c)
+                            parents[c].append(p)
+                for c in kids:
+                    parents[c] = [x for x in parents[c] if x != j]
                 wf.jobs[j].uses = []
                 wf.children[j] = []
         for ch in wf.children:

@@ -16,6 +16,7 @@ from Pegasus.api import (  # isort: skip
     File,
     Job,
     ReplicaCatalog,
+    SubWorkflow,
     Transformation,
     TransformationCatalog,
     Workflow,
@@ -203,3 +204,25 @@ def test_a_checkpoint_time_too_close_to_maxwalltime_is_a_planning_error(tmp_path
     wf.write(str(tmp_path / "workflow.yml"))
     res = ferry("plan", "workflow.yml", "--dir", "run2", cwd=tmp_path)
     assert res.returncode == 2 and "job late: profile pegasus.checkpoint.time (5 min)" in res.stderr
+
+
+def test_a_left_out_sub_workflow_keeps_the_order_around_it(tmp_path: Path) -> None:
+    """Sub-workflow jobs are left out of the plan with a warning; the jobs before and
+    after them (through chains of them, too) still run in the order asked for."""
+    inner = Workflow("inner").add_jobs(Job("true", _id="i1"))
+    inner.write(str(tmp_path / "inner.yml"))
+    wf = Workflow("outer")
+    before, after = Job("true", _id="before"), Job("true", _id="after")
+    s1 = SubWorkflow("inner.yml", False, _id="sub1")
+    s2 = SubWorkflow("inner.yml", False, _id="sub2")
+    wf.add_jobs(before, s1, s2, after)
+    wf.add_dependency(s1, parents=[before], children=[s2])
+    wf.add_dependency(s2, children=[after])
+    wf.write(str(tmp_path / "workflow.yml"))
+
+    res = ferry("plan", "workflow.yml", "--dir", "run", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "left out of the plan: sub1 (pegasusWorkflow), sub2 (pegasusWorkflow)" in res.stderr
+    jobs = {j["id"]: j for j in json.loads((tmp_path / "run" / "plan.json").read_text())["jobs"]}
+    assert set(jobs) == {"before", "after"}
+    assert jobs["after"].get("parents") == ["before"]
