@@ -178,6 +178,10 @@ def make_symlink(target: str, link_path: str, *, verify_source: bool = True) -> 
         os.makedirs(os.path.dirname(link_path) or ".", exist_ok=True)
         if os.path.islink(link_path) and os.readlink(link_path) == target:
             return
+        if _same_file(target, link_path):
+            # the destination already is the source (the same path, or a link to it):
+            # replacing it with a link to itself would lose the file
+            return
         tmp = part_name(link_path)
         os.symlink(target, tmp)
         try:
@@ -185,6 +189,13 @@ def make_symlink(target: str, link_path: str, *, verify_source: bool = True) -> 
         except BaseException:
             _unlink_quietly(tmp)
             raise
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing (or a dangling link)
+        return False
 
 
 def move(src: str, dst: str) -> None:

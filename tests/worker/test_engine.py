@@ -310,6 +310,23 @@ def test_symlink_routes(tmp_path: Path) -> None:
     assert lazy.ok and os.path.islink(tmp_path / "l4")
 
 
+def test_linking_a_file_onto_itself_keeps_it(tmp_path: Path) -> None:
+    # pegasus-transfer leaves a file alone when source and destination are one file;
+    # a link put in its place would point at itself and the bytes would be gone
+    (tmp_path / "a").write_bytes(b"keep me")
+    (tmp_path / "via").symlink_to(tmp_path / "a")
+    results = engine().run(
+        [
+            req(str(tmp_path / "a"), str(tmp_path / "a"), symlink=True),
+            req(str(tmp_path / "a"), f"symlink://{tmp_path}/a"),
+            req(str(tmp_path / "via"), str(tmp_path / "a"), symlink=True),
+        ]
+    )
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert not (tmp_path / "a").is_symlink()
+    assert (tmp_path / "a").read_bytes() == b"keep me"
+
+
 def test_same_file_is_not_copied(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"same")
     [res] = engine().run([req(str(tmp_path / "a"), str(tmp_path / "a"))])
