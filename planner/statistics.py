@@ -13,6 +13,14 @@ has several); *Cumulative job wall time* the sum of the jobs' own run times
 is); *... as seen from submit side* the sum of every attempt's span in the
 journal (started to finished: staging and the worker included); the *badput*
 lines are the same sums over failed attempts only.
+
+Integrity (pegasus-statistics 5.1's two sections, written when any checksum was
+compared or computed): *compared* counts the transfers checked against an
+expected sha256 (replica catalog, transformation catalog, container, or the
+producer's sum for an intermediate file), *generated* the files summed without
+one (inputs and, once per file, outputs); ferry sums while it copies, so the
+duration is that of those transfers. *Total* counts the sha256 mismatches over
+every attempt; *Failures* the failed jobs whose last attempt had one.
 """
 
 from __future__ import annotations
@@ -24,8 +32,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+import msgspec
+
 from .rundir import RunDir
-from .state import load_record_summary, run_state
+from .state import RecordSummary, run_state
 
 __all__ = [
     "DESCRIPTION",
@@ -60,6 +70,18 @@ class Counts:
 
 
 @dataclass
+class Integrity:
+    compared: int = 0
+    compared_time: float = 0.0
+    generated: int = 0
+    generated_time: float = 0.0
+    #: sha256 mismatches, every attempt
+    errors: int = 0
+    #: failed jobs whose last attempt had a mismatch
+    failures: int = 0
+
+
+@dataclass
 class Statistics:
     tasks: Counts = field(default_factory=Counts)
     jobs: Counts = field(default_factory=Counts)
@@ -70,6 +92,7 @@ class Statistics:
     badput: float = 0.0
     badput_submit: float = 0.0
     status: str = "unknown"
+    integrity: Integrity = field(default_factory=Integrity)
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
@@ -101,8 +124,9 @@ def summarize(rd: RunDir) -> Statistics:
             attempts = records.get(task, [])
             st.tasks.retries += max(0, len(attempts) - 1)
             ok = False
+            last_errors = 0
             for a in attempts:
-                rec = load_record_summary(rd, task, a)
+                rec = _load(rd, task, a)
                 if rec is None:
                     continue
                 st.cumulative_job_wall_time += rec.job_wall_time
@@ -110,16 +134,66 @@ def summarize(rd: RunDir) -> Statistics:
                     ok = True
                 else:
                     st.badput += rec.job_wall_time
+                last_errors = _integrity(st.integrity, rec)
             if ok:
                 st.tasks.succeeded += 1
             elif js.state == "failed":
                 st.tasks.failed += 1
+                if last_errors:
+                    st.integrity.failures += 1
     for c in (st.tasks, st.jobs):
         c.incomplete = c.total - c.succeeded - c.failed
     if rs.sessions:
         now = time.time()
         st.workflow_wall_time = sum((now if e is None else e) - s for s, e in rs.sessions)
     return st
+
+
+class _Tried(msgspec.Struct):
+    error_type: str | None = None
+
+
+class _Transfer(msgspec.Struct):
+    direction: str = ""
+    lfn: str = ""
+    ok: bool = False
+    duration: float = 0.0
+    sha256: str | None = None
+    expected_sha256: str | None = None
+    tried: list[_Tried] = []
+
+
+class _StatRecord(RecordSummary):
+    transfers: list[_Transfer] = []
+
+
+_STAT = msgspec.json.Decoder(_StatRecord)
+
+
+def _load(rd: RunDir, job_id: str, attempt: int) -> _StatRecord | None:
+    try:
+        with open(rd.record_path(job_id, attempt), "rb") as f:
+            return _STAT.decode(f.read())
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _integrity(acc: Integrity, rec: _StatRecord) -> int:
+    """Add one record's checksums to ``acc``; returns its number of sha256 mismatches."""
+    errors = 0
+    summed: set[str] = set()
+    for t in rec.transfers:
+        errors += sum(1 for x in t.tried if x.error_type == "IntegrityError")
+        if t.expected_sha256:
+            acc.compared += 1
+            acc.compared_time += t.duration
+        elif t.ok and t.sha256 and not (t.direction == "output" and t.lfn in summed):
+            if t.direction == "output":
+                summed.add(t.lfn)  # one sum per file, however many destinations
+            acc.generated += 1
+            acc.generated_time += t.duration
+    acc.errors += errors
+    return errors
 
 
 _UNITS = (("year", 365 * 86400), ("day", 86400), ("hr", 3600), ("min", 60), ("sec", 1))
@@ -169,7 +243,43 @@ def format_summary(st: Statistics) -> str:
     )
     for label, value in times:
         lines.append(f"{label.ljust(57)}: {format_duration(value)}")
+    lines += _integrity_lines(st.integrity)
     return "\n".join(lines) + "\n"
+
+
+def _integrity_lines(i: Integrity) -> list[str]:
+    """pegasus-statistics 5.1's integrity sections (none without any checksum)."""
+    if not i.compared and not i.generated:
+        return []
+    lines = [
+        "",
+        "# Integrity Metrics",
+        "# Number of files for which checksums were compared/computed along with total"
+        " time spent doing it.",
+    ]
+    for what, count, secs in (
+        ("compared", i.compared, i.compared_time),
+        ("generated", i.generated, i.generated_time),
+    ):
+        if count:
+            lines.append(
+                f"{count} files checksums {what} with total duration of {format_duration(secs)}"
+            )
+    lines += [
+        "",
+        "# Integrity Errors",
+        "# Total:",
+        "#       Total number of integrity errors encountered across all job executions"
+        " (including retries) of a workflow.",
+        "# Failures:",
+        "#       Number of failed jobs where the last job instance had integrity errors.",
+    ]
+    if i.errors:
+        lines.append(
+            f"Total:    A total of {i.errors} integrity errors encountered in the workflow"
+        )
+    lines.append(f"Failures: {i.failures} job failures had integrity errors")
+    return lines
 
 
 _LEGEND = """\

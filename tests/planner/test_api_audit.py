@@ -29,7 +29,7 @@ def _failed_lines(out: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("job ")]
 
 
-def test_a_wrong_sha256_fails_the_job_with_one_line_naming_the_file(tmp_path: Path) -> None:
+def _bad_sum_workflow(tmp_path: Path) -> None:
     data = tmp_path / "f.a"
     data.write_text("hello\n")
     rc = ReplicaCatalog().add_replica("local", "f.a", data, checksum={"sha256": "0" * 64})
@@ -43,6 +43,10 @@ def test_a_wrong_sha256_fails_the_job_with_one_line_naming_the_file(tmp_path: Pa
     )
     wf.add_replica_catalog(rc)
     wf.write(str(tmp_path / "workflow.yml"))
+
+
+def test_a_wrong_sha256_fails_the_job_with_one_line_naming_the_file(tmp_path: Path) -> None:
+    _bad_sum_workflow(tmp_path)
 
     res = ferry("run", "workflow.yml", "--dir", "run", "-O", "out", cwd=tmp_path)
     assert res.returncode == 1
@@ -226,3 +230,50 @@ def test_a_left_out_sub_workflow_keeps_the_order_around_it(tmp_path: Path) -> No
     jobs = {j["id"]: j for j in json.loads((tmp_path / "run" / "plan.json").read_text())["jobs"]}
     assert set(jobs) == {"before", "after"}
     assert jobs["after"].get("parents") == ["before"]
+
+
+def test_statistics_have_pegasus_statistics_integrity_sections(tmp_path: Path) -> None:
+    """pegasus-statistics 5.1 adds '# Integrity Metrics' and '# Integrity Errors' to the
+    summary when checksums were compared or computed."""
+    _bad_sum_workflow(tmp_path)
+    assert ferry("run", "workflow.yml", "--dir", "run", cwd=tmp_path).returncode == 1
+    res = ferry("statistics", "run", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "run" / "statistics" / "summary.txt").read_text()
+    for out in (res.stdout, text):
+        lines = out.splitlines()
+        assert "# Integrity Metrics" in lines and "# Integrity Errors" in lines
+        # f.a checked on each of the 2 attempts; nothing staged out
+        assert any(
+            x.startswith("2 files checksums compared with total duration of ") for x in lines
+        )
+        assert not any("generated" in x for x in lines)
+        assert "Total:    A total of 2 integrity errors encountered in the workflow" in lines
+        assert "Failures: 1 job failures had integrity errors" in lines
+    js = json.loads(ferry("statistics", "--json", "run", cwd=tmp_path).stdout)
+    assert js["integrity"]["compared"] == 2 and js["integrity"]["errors"] == 2
+    assert js["integrity"]["failures"] == 1
+
+    # a clean run: compared and generated sums, no error line, 0 failures
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    (ok / "in.txt").write_text("x")
+    rc = ReplicaCatalog().add_replica(
+        "local", "in.txt", ok / "in.txt", checksum={"sha256": sha(b"x")}
+    )
+    wf = Workflow("good").add_replica_catalog(rc)
+    wf.add_jobs(
+        Job("cat", _id="c")
+        .add_args(File("in.txt"))
+        .add_inputs(File("in.txt"))
+        .set_stdout(File("o.txt"))
+    )
+    wf.write(str(ok / "workflow.yml"))
+    res = ferry("run", "workflow.yml", "--dir", "run", "-O", "out", cwd=ok)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "# Integrity Metrics" in res.stdout  # the table at the end of the run, too
+    lines = ferry("statistics", "run", cwd=ok).stdout.splitlines()
+    assert any(x.startswith("1 files checksums compared with") for x in lines)
+    assert any(x.startswith("1 files checksums generated with") for x in lines)
+    assert not any(x.startswith("Total:    ") for x in lines)
+    assert "Failures: 0 job failures had integrity errors" in lines
