@@ -18,6 +18,8 @@ the ``fetch`` callable the worker passes in.
 
 from __future__ import annotations
 
+import ferry.plugins  # noqa: F401  (imports msgspec the lean way, see there)
+
 from .cache import (
     DEFAULT_SHARED_PREFIXES,
     Fetch,

@@ -180,3 +180,23 @@ def test_threads_racing_to_discover_all_see_every_plugin() -> None:
         for t in threads:
             t.join()
         assert found == ["file"] * 8
+
+
+def test_msgspec_is_imported_without_typing_extensions_which_stays_importable() -> None:
+    # typing_extensions (installed here with httpx) costs ~38 M instructions when
+    # msgspec pulls it in at import; ferry imports msgspec first without it
+    code = textwrap.dedent(
+        """
+        import sys
+        import ferry.worker.transfer_cli
+        import msgspec
+        before = "typing_extensions" in sys.modules
+        import typing_extensions
+        class S(msgspec.Struct):
+            n: int
+        assert msgspec.json.decode(b'{"n": 3}', type=S) == S(3)
+        print(before, typing_extensions.__name__)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "typing_extensions"]
