@@ -71,9 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="transfers at once; 0 means $PEGASUS_TRANSFER_THREADS, else 8 (default: 0);"
-        " a list of only local-to-local copies runs at most one per CPU, unless it is on"
-        " a network file system (NFS, Lustre, ...)",
+        help="transfers at once, at most; 0 means $PEGASUS_TRANSFER_THREADS, else 8"
+        " (default: 0). One per CPU runs at first; the others join while the transfers"
+        " wait on servers rather than on this machine's CPU. A list of only local-to-local"
+        " copies runs at most one per CPU, unless it is on a network file system (NFS,"
+        " Lustre, ...)",
     )
     parser.add_argument(
         "-s",
