@@ -37,6 +37,7 @@ from collections import deque
 from typing import Any, TextIO
 
 from .rundir import Journal, Plan, ReplicaWriter, RunDir, read_journal, read_replicas_out
+from .state import failure_cause
 from .zygote import DEFAULT_JOBS_PER_PROCESS, Zygote
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "LocalRunner"]
@@ -45,14 +46,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 
 WAITING, READY, RUNNING, SUCCEEDED, FAILED = 0, 1, 2, 3, 4
-#: longest cause shown on a job's one-line failure message
-WHY_MAX = 400
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-def _names(text: str, lfn: str) -> bool:
-    """Whether ``text`` names ``lfn`` as a word (not as the tail of a path or URL)."""
-    return re.search(rf"(?<![\w/.-]){re.escape(lfn)}(?![\w/-]|\.\w)", text) is not None
 
 
 class LocalRunner:
@@ -352,39 +346,10 @@ class LocalRunner:
         display.job_done(pj.id, False, a, code, self._why(e, a))
 
     def _why(self, e: int, attempt: int) -> str:
-        """``": <step>: <cause>"`` from the attempt's record, for the one-line failure message.
-
-        The cause is the first failure's, and for a transfer its last source's error
-        (``sha256 mismatch for f.a from URL: expected X, got Y``); ``""`` without a record.
-        """
+        """``": <step>: <cause>"`` for the one-line failure message (``""`` without a record)."""
         pj = self.plan.jobs[e]  # type: ignore[union-attr]
-        for job_id in pj.members or [pj.id]:
-            rec = self.rd.read_record(job_id, attempt)
-            if rec is None or rec.get("status") == "succeeded":
-                continue
-            for f in rec.get("failures") or ():
-                if not isinstance(f, dict):
-                    continue
-                reason = str(f.get("reason") or "")
-                lfn = f.get("lfn")
-                for t in rec.get("transfers") or ():
-                    if not isinstance(t, dict) or t.get("ok"):
-                        continue
-                    if (lfn is not None and t.get("lfn") == lfn) or t.get("error") == reason:
-                        tried = [x for x in t.get("tried") or () if isinstance(x, dict)]
-                        if tried and tried[-1].get("error"):
-                            reason = str(tried[-1]["error"])
-                            name = str(t.get("lfn") or "")
-                            if name and not _names(reason, name):
-                                reason = f"{name}: {reason}"
-                        break
-                reason = " ".join(reason.split())
-                if not reason:
-                    continue
-                who = f"member {job_id}: " if pj.members else ""
-                text = f": {who}{f.get('step') or 'failed'}: {reason}"
-                return text if len(text) <= WHY_MAX else text[: WHY_MAX - 3] + "..."
-        return ""
+        cause = failure_cause(self.rd, pj.members or [pj.id], attempt, named=bool(pj.members))
+        return f": {cause}" if cause else ""
 
     # -- registration --------------------------------------------------------
 

@@ -7,6 +7,7 @@ monitoring commands need.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ __all__ = [
     "JobState",
     "RecordSummary",
     "RunState",
+    "failure_cause",
     "load_record_summary",
     "run_state",
 ]
@@ -168,3 +170,49 @@ def load_record_summary(rd: RunDir, job_id: str, attempt: int) -> RecordSummary 
 
 def load_record(rd: RunDir, job_id: str, attempt: int) -> dict[str, Any] | None:
     return rd.read_record(job_id, attempt)
+
+
+#: longest cause shown on a job's one-line failure message
+CAUSE_MAX = 400
+
+
+def failure_cause(rd: RunDir, job_ids: list[str], attempt: int, *, named: bool = False) -> str:
+    """``"<step>: <cause>"`` of the first failed record of ``job_ids`` at ``attempt``.
+
+    The cause is the first failure's, and for a transfer its last source's error
+    (``sha256 mismatch for f.a from URL: expected X, got Y``), with the file's
+    name in front when the error does not name it; ``named`` puts ``member <id>:``
+    first (a cluster's). ``""`` when no record says why.
+    """
+    for job_id in job_ids:
+        rec = rd.read_record(job_id, attempt)
+        if rec is None or rec.get("status") == "succeeded":
+            continue
+        for f in rec.get("failures") or ():
+            if not isinstance(f, dict):
+                continue
+            reason = str(f.get("reason") or "")
+            lfn = f.get("lfn")
+            for t in rec.get("transfers") or ():
+                if not isinstance(t, dict) or t.get("ok"):
+                    continue
+                if (lfn is not None and t.get("lfn") == lfn) or t.get("error") == reason:
+                    tried = [x for x in t.get("tried") or () if isinstance(x, dict)]
+                    if tried and tried[-1].get("error"):
+                        reason = str(tried[-1]["error"])
+                        name = str(t.get("lfn") or "")
+                        if name and not _names(reason, name):
+                            reason = f"{name}: {reason}"
+                    break
+            reason = " ".join(reason.split())
+            if not reason:
+                continue
+            who = f"member {job_id}: " if named else ""
+            text = f"{who}{f.get('step') or 'failed'}: {reason}"
+            return text if len(text) <= CAUSE_MAX else text[: CAUSE_MAX - 3] + "..."
+    return ""
+
+
+def _names(text: str, lfn: str) -> bool:
+    """Whether ``text`` names ``lfn`` as a word (not as the tail of a path or URL)."""
+    return re.search(rf"(?<![\w/.-]){re.escape(lfn)}(?![\w/-]|\.\w)", text) is not None

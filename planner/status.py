@@ -8,7 +8,7 @@ import sys
 import time
 
 from .rundir import RunDir
-from .state import STATES, run_state
+from .state import STATES, failure_cause, run_state
 
 __all__ = ["DESCRIPTION", "add_arguments", "run", "status_of"]
 
@@ -33,7 +33,13 @@ def status_of(rd: RunDir) -> dict[str, object]:
         if js.state == "running":
             running.append({"id": pj.id, "attempt": js.last_attempt, "since": js.since})
         elif js.state == "failed":
-            failed.append({"id": pj.id, "attempt": js.last_attempt, "exit": js.exit})
+            failed.append({"id": pj.id, "attempt": js.last_attempt, "exit": js.exit, "pj": pj})
+    for r in failed[:_SHOW]:  # why, from the record (the ones shown only: a read each)
+        pj = r.pop("pj")
+        ids = pj.members or [pj.id]
+        r["cause"] = failure_cause(rd, ids, r["attempt"], named=bool(pj.members)) or None
+    for r in failed[_SHOW:]:
+        r.pop("pj")
     return {
         "run_dir": rd.path,
         "workflow": rs.plan.workflow,
@@ -97,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print("\nFailed:")
         for r in failed[:_SHOW]:
-            print(f"  {r['id']}  (attempt {r['attempt']}, exit {r['exit']})")
+            cause = f": {r['cause']}" if r.get("cause") else ""
+            print(f"  {r['id']}  (attempt {r['attempt']}, exit {r['exit']}){cause}")
         if len(failed) > _SHOW:
             print(f"  ... and {len(failed) - _SHOW} more")
         print(f"\nDetails: ferry analyze {st['run_dir']}")

@@ -59,6 +59,13 @@ def test_a_wrong_sha256_fails_the_job_with_one_line_naming_the_file(tmp_path: Pa
         assert "0" * 64 in line and sha(b"hello\n") in line
     assert lines[0].endswith("; retrying") and "FAILED (attempt 2" in lines[1]
     assert not (tmp_path / "out" / "out.txt").exists()
+    # ferry status says the same for the failed job
+    res = ferry("status", "run", cwd=tmp_path)
+    assert res.returncode == 1
+    (shown,) = [x for x in res.stdout.splitlines() if x.startswith("  j1 ")]
+    assert shown == "  j1  (attempt 2, exit 4)" + lines[1].split("(attempt 2, exit 4)", 1)[1]
+    st = json.loads(ferry("status", "--json", "run", cwd=tmp_path).stdout)
+    assert st["failed"][0]["cause"].startswith("integrity: sha256 mismatch for f.a from ")
 
 
 def test_a_missing_stageable_executable_is_named_on_the_failure_line(tmp_path: Path) -> None:
