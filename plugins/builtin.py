@@ -13,7 +13,7 @@ from __future__ import annotations
 from .protocol import Capability, ProtocolInfo
 from .spec import hookimpl
 
-__all__ = ["file", "globus", "gs", "http", "runtimes", "s3", "sftp", "webdav"]
+__all__ = ["file", "globus", "gs", "http", "images", "runtimes", "s3", "sftp", "webdav"]
 
 _C = Capability
 _LOCAL = frozenset({_C.GET, _C.PUT, _C.STAT, _C.MKDIR, _C.REMOVE})
@@ -62,6 +62,16 @@ file = _Protocols(
         implementation="ferry.plugins.file:FileProtocol",
         description="symbolic links and moves on this machine, as pegasus-transfer makes them",
     ),
+)
+
+images = _Protocols(
+    ProtocolInfo(
+        name="image",
+        schemes=("docker", "shub", "library"),
+        capabilities=frozenset({_C.GET}),
+        implementation="ferry.plugins.images:ImageProtocol",
+        description="container images pulled by docker, apptainer or singularity",
+    )
 )
 
 http = _Protocols(

@@ -178,6 +178,14 @@ class Sink:
         self._closed = False
         self.offset = 0
         self.restarts = 0
+        #: the destination's file type from the transfer list (pegasus-transfer's
+        #: ``dest_urls[].type``: ``docker``, ``singularity``, ...), if any
+        self.type: str | None = None
+
+    @property
+    def directory(self) -> str:
+        """The directory the file will be named in (where a protocol may keep scratch)."""
+        return os.path.dirname(self._part) or "."
 
     @classmethod
     def beside(cls, dest: str, part: str) -> Sink:

@@ -22,10 +22,13 @@ import msgspec
 
 from .errors import ConfigError
 
-__all__ = ["LOCAL_SCHEMES", "URL", "parse_url", "redact"]
+__all__ = ["IMAGE_SCHEMES", "LOCAL_SCHEMES", "URL", "parse_url", "redact"]
 
 #: schemes whose path is a path on this machine
 LOCAL_SCHEMES = frozenset({"file", "symlink", "moveto"})
+#: container image references (``docker://ubuntu:22.04``): the part after ``//`` is an
+#: image name, whose ``:tag`` is not a port
+IMAGE_SCHEMES = frozenset({"docker", "shub", "library", "oras"})
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(.*)$", re.DOTALL)
 _VAR_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -197,7 +200,9 @@ def parse_url(text: str | URL) -> URL:
         user = _unquote(user)
         password = _unquote(pw) if sep else None
     host, port = netloc, None
-    if netloc.startswith("["):  # IPv6 literal
+    if scheme in IMAGE_SCHEMES:
+        pass  # ubuntu:22.04, registry:5000/img: the tag (or registry port) stays in the name
+    elif netloc.startswith("["):  # IPv6 literal
         end = netloc.find("]")
         host, tail = netloc[: end + 1], netloc[end + 1 :]
         if tail.startswith(":") and tail[1:]:

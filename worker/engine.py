@@ -650,6 +650,7 @@ class Engine:
                 sink = Sink.beside(dest, tmp)
         except OSError as exc:
             raise os_error(exc, f"file://{dest}", "write") from exc
+        sink.type = req.dest.type
         try:
             proto.get(src, sink, progress)
             if sink.expected_size is not None and sink.offset != sink.expected_size:
