@@ -129,6 +129,7 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
     rd = RunDir(options.run_dir)
     if rd.exists():
         raise PlanError(f"{rd} already holds a plan; choose another run directory")
+    integrity = _integrity_checking(wf)
     warnings = list(wf.warnings)
     dropped = _drop_unsupported(wf, warnings)
     if all(dropped):
@@ -274,6 +275,7 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
             "reuse_output_site": options.reuse_output_site,
             "retries": options.retries,
             "cluster": options.cluster,
+            "integrity": integrity,
             "spec_layout": "packed" if packed else "files",
             "layout": layout.to_json(),
         },
@@ -308,6 +310,37 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
 
 
 # -- passes ----------------------------------------------------------------------------
+
+
+INTEGRITY_MODES = ("full", "nosymlink", "none")
+
+
+def _integrity_checking(wf: Workflow) -> str:
+    """The ``pegasus.integrity.checking`` property (default ``full``). With ``none`` no
+    sha256 is checked, as in Pegasus: the catalogs' sums are dropped here (replicas,
+    stageable executables, container images), and ``ferry run`` checks no intermediate
+    file. ``nosymlink`` is ``full``: ferry copies inputs, it never links them."""
+    mode = str(wf.properties.get("pegasus.integrity.checking", "full")).strip().lower()
+    if mode not in INTEGRITY_MODES:
+        raise PlanError(
+            f"property pegasus.integrity.checking must be one of {', '.join(INTEGRITY_MODES)},"
+            f" not {mode!r}"
+        )
+    if mode == "none":
+        rc = wf.replica_catalog
+        for reps in rc.entries.values():
+            for r in reps:
+                r.sha256 = None
+        for _pattern, reps in rc.regex:
+            for r in reps:
+                r.sha256 = None
+        rc.checksums.clear()
+        tc = wf.transformation_catalog
+        for tx in tc.transformations.values():
+            tx.sha256 = None
+        for c in tc.containers.values():
+            c.sha256 = None
+    return mode
 
 
 def _drop_unsupported(wf: Workflow, warnings: list[str]) -> list[bool]:

@@ -15,6 +15,7 @@ from Pegasus.api import (  # isort: skip
     Container,
     File,
     Job,
+    Properties,
     ReplicaCatalog,
     SubWorkflow,
     Transformation,
@@ -284,3 +285,56 @@ def test_statistics_have_pegasus_statistics_integrity_sections(tmp_path: Path) -
     assert any(x.startswith("1 files checksums generated with") for x in lines)
     assert not any(x.startswith("Total:    ") for x in lines)
     assert "Failures: 0 job failures had integrity errors" in lines
+
+
+def test_integrity_checking_none_turns_the_sha256_checks_off(tmp_path: Path) -> None:
+    """pegasus.integrity.checking = none (a property; default full): Pegasus checks no
+    sha256, so wrong sums in the catalogs do not fail the jobs."""
+    data = tmp_path / "f.a"
+    data.write_text("hello\n")
+    exe = script(tmp_path / "show", "import sys\nsys.stdout.write(open('f.a').read())\n")
+    rc = ReplicaCatalog().add_replica("local", "f.a", data, checksum={"sha256": "0" * 64})
+    tc = TransformationCatalog().add_transformations(
+        Transformation(
+            "show",
+            site="local",
+            pfn=f"file://{exe}",
+            is_stageable=True,
+            checksum={"sha256": "1" * 64},
+        )
+    )
+    wf = Workflow("nocheck").add_replica_catalog(rc).add_transformation_catalog(tc)
+    wf.add_jobs(Job("show", _id="s").add_inputs(File("f.a")).set_stdout(File("out.txt")))
+    wf.write(str(tmp_path / "workflow.yml"))
+    props = Properties()
+    props["pegasus.integrity.checking"] = "none"
+    props.write(str(tmp_path / "pegasus.properties"))
+
+    res = ferry("run", "workflow.yml", "--dir", "run", "-O", "out", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "out" / "out.txt").read_text() == "hello\n"
+
+    # the default (full) checks them; a value Pegasus does not know is a planning error
+    res = ferry(
+        "run",
+        "workflow.yml",
+        "--dir",
+        "run2",
+        "-D",
+        "pegasus.integrity.checking=full",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 1 and "sha256 mismatch for " in res.stdout
+    res = ferry(
+        "plan",
+        "workflow.yml",
+        "--dir",
+        "run3",
+        "-D",
+        "pegasus.integrity.checking=some",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 2
+    assert (
+        "pegasus.integrity.checking must be one of full, nosymlink, none, not 'some'" in res.stderr
+    )
