@@ -25,7 +25,11 @@ parallel download; a server that ignores ``Range`` gets a restart from 0.
 httpx stays for what the lean path does not do: redirects (a 3xx answer is
 replayed through httpx, which follows it and strips credentials across
 hosts), a proxy named in the environment (``http_proxy``, ``https_proxy``,
-``all_proxy``, honoured with ``no_proxy`` by httpx), the WebDAV methods of
+``all_proxy``, honoured with ``no_proxy`` by httpx; an ``http://`` download
+that fails through the proxy goes straight to the server at once, as
+pegasus-transfer drops the proxy after a failed try), an Open Science Grid
+site's Squid (``$OSG_SQUID_LOCATION``, for ``http://`` when no ``http_proxy``
+is set, the same way), the WebDAV methods of
 :mod:`.webdav`, and ``http.client = httpx`` set on purpose. httpx is imported
 only when one of these first happens, so a plain download never pays its
 ~150 ms import. Library exceptions and HTTP statuses are mapped to the ferry
@@ -47,6 +51,7 @@ import contextlib
 import dataclasses
 import email.utils
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -253,6 +258,14 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return first, total
 
 
+def squid_proxy() -> str | None:
+    """The proxy URL of ``$OSG_SQUID_LOCATION`` (``host:port``), if it names one."""
+    where = os.environ.get("OSG_SQUID_LOCATION", "").strip()
+    if not where or where.upper() == "UNAVAILABLE":
+        return None
+    return where if "://" in where else f"http://{where}"
+
+
 # -- the protocol ------------------------------------------------------------
 
 
@@ -313,9 +326,15 @@ class HttpProtocol(Protocol):
             )
         n = max(1, self.context.concurrency)
         self._pool: WirePool = WirePool(self.context.timeout, max_idle=2 * n + 8)
+        #: schemes with a proxy named in the environment (httpx takes their requests)
+        self._proxied = frozenset(s for s in ("http", "https") if proxy_configured(s))
         self._httpx_schemes = frozenset(
-            s for s in ("http", "https") if self.settings.client == "httpx" or proxy_configured(s)
+            s for s in ("http", "https") if self.settings.client == "httpx" or s in self._proxied
         )
+        #: an Open Science Grid site's Squid for http:// (``$OSG_SQUID_LOCATION``), used as
+        #: pegasus-transfer uses it: when no ``http_proxy`` is set, for the first try only
+        self._squid = None if "http" in self._proxied else squid_proxy()
+        self._httpx_extra: dict[str, httpx.Client] = {}
         self._httpx: httpx.Client | None = None
         self._httpx_lock = threading.Lock()
         #: request headers by (scheme, host:port, user, password): credentials looked up once
@@ -335,12 +354,32 @@ class HttpProtocol(Protocol):
                     client = self._httpx = self._make_client()
         return client
 
-    def _make_client(self) -> httpx.Client:
+    @property
+    def _squid_client(self) -> httpx.Client:
+        """For http:// through a proxy: the Squid's, else the environment's."""
+        if self._squid is None:
+            return self._client
+        return self._extra_client("squid", proxy=self._squid, trust_env=False)
+
+    @property
+    def _direct_client(self) -> httpx.Client:
+        """For http:// after the proxy failed: no proxy at all."""
+        return self._extra_client("direct", trust_env=False)
+
+    def _extra_client(self, name: str, **kw: Any) -> httpx.Client:
+        with self._httpx_lock:
+            client = self._httpx_extra.get(name)
+            if client is None:
+                client = self._httpx_extra[name] = self._make_client(**kw)
+        return client
+
+    def _make_client(self, **kw: Any) -> httpx.Client:
         import httpx
 
         _install_log_filter()
         n = max(1, self.context.concurrency)
         return httpx.Client(
+            **kw,
             http1=True,
             http2=False,
             follow_redirects=True,
@@ -353,6 +392,9 @@ class HttpProtocol(Protocol):
 
     def close(self) -> None:
         self._pool.close()
+        for client in self._httpx_extra.values():
+            client.close()
+        self._httpx_extra.clear()
         if self._httpx is not None:
             self._httpx.close()
 
@@ -495,7 +537,20 @@ class HttpProtocol(Protocol):
     def get(self, url: URL, sink: Sink, progress: Callable[[int], None] | None = None) -> None:
         url = parse_url(url)
         target = self.target(url)
-        if target.partition(":")[0] in self._httpx_schemes:
+        scheme = target.partition(":")[0]
+        if url.scheme == "http" and (self._squid or "http" in self._proxied):
+            # through the proxy first; if that fails, straight to the server at once
+            # (pegasus-transfer drops the proxy after a failed try, on its next round)
+            try:
+                self._get_httpx(url, target, sink, progress, self._squid_client)
+                return
+            except TransferError as exc:
+                _log.info("%s: through the HTTP proxy failed (%s); trying without it", url, exc)
+                sink.reset()
+                if self.settings.client == "httpx":
+                    self._get_httpx(url, target, sink, progress, self._direct_client)
+                    return
+        elif scheme in self._httpx_schemes:
             self._get_httpx(url, target, sink, progress)
             return
         state = _GetState()
@@ -639,6 +694,7 @@ class HttpProtocol(Protocol):
         target: str,
         sink: Sink,
         progress: Callable[[int], None] | None,
+        client: httpx.Client | None = None,
     ) -> None:
         """The same GET through httpx (redirects, proxies, ``http.client = httpx``)."""
         auth = self.auth(url)
@@ -646,7 +702,7 @@ class HttpProtocol(Protocol):
         while True:
             try:
                 with map_httpx_exceptions(url, "GET", self.name):
-                    self._get_once(url, target, auth, sink, progress, state)
+                    self._get_once(url, target, auth, sink, progress, state, client)
                 return
             except IncompleteTransfer:
                 if not state.resumable or state.resumes >= self.max_resumes:
@@ -662,13 +718,15 @@ class HttpProtocol(Protocol):
         sink: Sink,
         progress: Callable[[int], None] | None,
         state: _GetState,
+        client: httpx.Client | None = None,
     ) -> None:
         """One GET from ``sink.offset`` on; raises IncompleteTransfer on a short body."""
         start = sink.offset
         headers = self.extra_headers(url)
         if start:
             headers["Range"] = f"bytes={start}-"
-        with self._client.stream("GET", target, headers=headers, auth=auth) as response:
+        client = client or self._client
+        with client.stream("GET", target, headers=headers, auth=auth) as response:
             status = response.status_code
             h = response.headers
             if status == 416 and start:

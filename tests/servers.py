@@ -500,3 +500,67 @@ if __name__ == "__main__":
         _serve_wsgidav(sys.argv[2])
     else:
         sys.exit(f"usage: {sys.argv[0]} wsgidav CONFIG.json")
+
+
+# -- a forward HTTP proxy (an Open Science Grid site's Squid, or $http_proxy) ---------
+
+
+class ForwardProxy:
+    """A forward proxy on 127.0.0.1 for plain http: it fetches each absolute-form
+    ``GET http://host/path`` from the origin and relays the answer; ``seen``
+    lists the URLs it was asked for. ``broken``: answer every request with 502."""
+
+    def __init__(self, *, broken: bool = False) -> None:
+        self.seen: list[str] = []
+        self.broken = broken
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_GET(self) -> None:
+                import http.client
+
+                proxy.seen.append(self.path)
+                if proxy.broken or not self.path.startswith("http://"):
+                    body = b"proxy says no\n"
+                    self.send_response(502)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                parts = urlsplit(self.path)
+                conn = http.client.HTTPConnection(parts.netloc, timeout=30)
+                try:
+                    target = parts.path + (f"?{parts.query}" if parts.query else "")
+                    headers = {
+                        k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"
+                    }
+                    conn.request("GET", target or "/", headers=headers)
+                    answer = conn.getresponse()
+                    body = answer.read()
+                finally:
+                    conn.close()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._httpd = ThreadingHTTPServer((HOST, 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self.location = f"{HOST}:{self.port}"  # as $OSG_SQUID_LOCATION names it
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.servers import FaultServer, NginxServer, WebdavServer
+import pytest
+
+from tests.servers import FaultServer, ForwardProxy, NginxServer, WebdavServer, free_port
 
 
 def sha(data: bytes) -> str:
@@ -292,3 +294,75 @@ def test_threads_join_while_a_slow_server_keeps_them_waiting(
     assert report["summary"]["threads"] == 8
     for name, data in blobs.items():
         assert (tmp_path / "out" / name).read_bytes() == data
+
+
+# -- proxies: an Open Science Grid site's Squid, and $http_proxy -----------------------
+
+NO_PROXY_ENV = {"http_proxy": "", "HTTP_PROXY": "", "all_proxy": "", "ALL_PROXY": ""}
+
+
+def _squid_run(
+    nginx_server: NginxServer, tmp_path: Path, name: str, **env: str
+) -> tuple[subprocess.CompletedProcess[str], str, bytes]:
+    data = os.urandom(50_000)
+    (nginx_server.root / name).write_bytes(data)
+    url = f"{nginx_server.url}/{name}"
+    p = ferry(
+        url, str(tmp_path / "out" / name), "--sha256", sha(data), "--json",
+        env={**NO_PROXY_ENV, **env},
+    )  # fmt: skip
+    return p, url, data
+
+
+def test_osg_squid_serves_http_downloads(nginx_server: NginxServer, tmp_path: Path) -> None:
+    squid = ForwardProxy()
+    try:
+        p, url, data = _squid_run(
+            nginx_server, tmp_path, "squid.bin", OSG_SQUID_LOCATION=squid.location
+        )
+    finally:
+        squid.stop()
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "out" / "squid.bin").read_bytes() == data
+    assert squid.seen == [url]
+
+
+@pytest.mark.parametrize("how", ["down", "broken"])
+def test_a_failing_squid_is_passed_by_in_the_same_try(
+    nginx_server: NginxServer, tmp_path: Path, how: str
+) -> None:
+    squid = ForwardProxy(broken=True)
+    location = squid.location if how == "broken" else f"127.0.0.1:{free_port()}"
+    try:
+        p, url, data = _squid_run(
+            nginx_server, tmp_path, f"squid-{how}.bin", OSG_SQUID_LOCATION=location
+        )
+    finally:
+        squid.stop()
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "out" / f"squid-{how}.bin").read_bytes() == data
+    [t] = json.loads(p.stdout)["transfers"]
+    assert len(t["attempts"]) == 1 and t["retries"] == 0  # straight on, no second round
+    assert squid.seen == ([url] if how == "broken" else [])
+
+
+def test_http_proxy_wins_over_the_squid_and_unavailable_means_none(
+    nginx_server: NginxServer, tmp_path: Path
+) -> None:
+    squid, proxy = ForwardProxy(), ForwardProxy()
+    try:
+        p, url, _ = _squid_run(
+            nginx_server, tmp_path, "both.bin",
+            OSG_SQUID_LOCATION=squid.location, http_proxy=f"http://{proxy.location}",
+        )  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        assert proxy.seen == [url] and squid.seen == []
+        p, _, data = _squid_run(
+            nginx_server, tmp_path, "none.bin", OSG_SQUID_LOCATION="UNAVAILABLE"
+        )
+        assert p.returncode == 0, p.stderr
+        assert (tmp_path / "out" / "none.bin").read_bytes() == data
+        assert squid.seen == [] and proxy.seen == [url]
+    finally:
+        squid.stop()
+        proxy.stop()
