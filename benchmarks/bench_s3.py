@@ -248,7 +248,11 @@ class Bench:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         server_before = proc_cpu(self.server.proc.pid)
         t0 = time.perf_counter()
-        out = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=1800)
+        # run in the work directory: from the checkout, ``python -m`` would also see
+        # the development install's ferry.egg-info
+        out = subprocess.run(
+            argv, env=self.env, capture_output=True, text=True, timeout=1800, cwd=self.work
+        )
         wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if out.returncode != 0:

@@ -44,9 +44,14 @@ import _ferry
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: where the timed commands run: not the checkout, whose ferry.egg-info (the
+#: development install's metadata) would be on ``python -m``'s path
+NEUTRAL_CWD = _ferry.WORK
+
+
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
-    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, cwd=NEUTRAL_CWD)
     return time.perf_counter() - t0
 
 
@@ -62,7 +67,7 @@ def instructions(cmds: dict[str, list[str]], env: dict[str, str]) -> dict[str, i
         with tempfile.NamedTemporaryFile(prefix="ferry-cg-") as cg:
             p = subprocess.run(
                 ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg.name}", *argv],
-                env=env, capture_output=True, text=True, check=True,
+                env=env, capture_output=True, text=True, check=True, cwd=NEUTRAL_CWD,
             )
         refs = [line for line in p.stderr.splitlines() if "Collected :" in line]
         out[name] = int(refs[-1].split(":")[-1].strip())
