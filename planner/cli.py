@@ -7,6 +7,7 @@ compute node never pays for the planner's imports.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -79,9 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="ferry: stage, verify, run and plan scientific workflow jobs.",
         epilog="Run 'ferry COMMAND --help' for a command's options.",
     )
-    parser.add_argument(
-        "--version", action=_version_action(), nargs=0, help="show ferry's version"
-    )
+    parser.add_argument("--version", action=_version_action(), nargs=0, help="show ferry's version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     # a known command needs only its own parser; the full list is for help and typos
@@ -101,7 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(args._run(args))
+    try:
+        return int(args._run(args))
+    except BrokenPipeError:  # `ferry status DIR | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, as a shell reports it
 
 
 if __name__ == "__main__":

@@ -472,22 +472,35 @@ class LocalRunner:
     def _print_summary(self, code: int) -> None:
         from .statistics import format_summary, summarize
 
-        out = self.out
         try:
-            stats = summarize(self.rd)
-            out.write(format_summary(stats))
+            text = format_summary(summarize(self.rd))
         except Exception as exc:  # noqa: BLE001 - the summary must not fail the run
-            out.write(f"(no statistics: {exc})\n")
+            text = f"(no statistics: {exc})\n"
         if code == EXIT_OK:
-            out.write(f"\nWorkflow succeeded: {self.rd}\n")
+            text += f"\nWorkflow succeeded: {self.rd}\n"
         elif code == EXIT_FAILED:
-            out.write(
+            text += (
                 f"\nWorkflow failed: {self.counts['failed']} job(s) failed."
                 f" See: ferry analyze {self.rd}\n"
             )
         else:
-            out.write(f"\nWorkflow stopped. Continue it with: ferry run --resume {self.rd}\n")
-        out.flush()
+            text += f"\nWorkflow stopped. Continue it with: ferry run --resume {self.rd}\n"
+        self.say(text)
+
+    def say(self, text: str) -> None:
+        """Write to the output. A reader that went away (``ferry run ... | head``) does
+        not stop the run: the rest of the output goes to /dev/null."""
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.out.fileno())  # what is still buffered goes there too
+            except (OSError, ValueError, AttributeError):
+                self.out = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the run
+            finally:
+                os.close(devnull)
 
 
 def _remove_urls(runner: LocalRunner, urls: list[str]) -> list[str]:
@@ -582,8 +595,7 @@ class _Display:
         if self.progress is not None:
             self.progress.console.print(text, markup=False, highlight=False)
         else:
-            self.out.write(text + "\n")
-            self.out.flush()
+            self.runner.say(text + "\n")
 
     def job_done(self, job_id: str, ok: bool, attempt: int, code: int, why: str = "") -> None:
         if not ok:

@@ -7,6 +7,7 @@ missing or wrong.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -338,3 +339,43 @@ def test_integrity_checking_none_turns_the_sha256_checks_off(tmp_path: Path) -> 
     assert (
         "pegasus.integrity.checking must be one of full, nosymlink, none, not 'some'" in res.stderr
     )
+
+
+def test_ferry_run_into_a_pipe_closed_early_still_runs_every_job(tmp_path: Path) -> None:
+    """`ferry run wf.yml | head -1`: the reader leaves after the first line; the run goes
+    on (a failure line written into the broken pipe used to kill the runner and, with it,
+    the running jobs)."""
+    wf = Workflow("pipe")
+    wf.add_jobs(
+        Job("false", _id="f").add_dagman_profile(retry=0),
+        Job("sleep", _id="s").add_args(1).set_stdout(File("s.txt")),
+    )
+    wf.write(str(tmp_path / "workflow.yml"))
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "ferry.planner.cli",
+            "run",
+            "workflow.yml",
+            "--dir",
+            "run",
+            "-O",
+            "out",
+            "-j",
+            "2",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"Planned 2 job(s)")
+    proc.stdout.close()  # | head -1
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1, err  # one job failed: the run's own exit code
+    assert "Traceback" not in err
+    assert (tmp_path / "out" / "s.txt").exists()
+    res = ferry("status", "--json", "run", cwd=tmp_path)
+    st = json.loads(res.stdout)
+    assert st["status"] == "failure" and st["counts"]["succeeded"] == 1
