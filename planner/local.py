@@ -47,6 +47,8 @@ EXIT_FAILED = 1
 
 WAITING, READY, RUNNING, SUCCEEDED, FAILED = 0, 1, 2, 3, 4
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+#: most parents' sums sent with one job (see LocalRunner._input_sums)
+SUMS_MAX = 100
 
 
 class LocalRunner:
@@ -396,11 +398,16 @@ class LocalRunner:
 
     def _input_sums(self, e: int) -> dict[str, str]:
         """The sha256 the parents recorded for the files they staged out (an LFN two
-        parents disagree on is left out)."""
+        parents disagree on is left out). The runner does not know which of them the
+        job reads: a parent with more than :data:`SUMS_MAX` outputs and several
+        children (a fan-out) sends none, else every child would carry them all."""
         out: dict[str, str] = {}
         clash: set[str] = set()
         for p in self.parents[e]:
-            for lfn, h in self.out_sums.get(p, {}).items():
+            sums = self.out_sums.get(p, {})
+            if len(sums) > SUMS_MAX and len(self.children[p]) > 1:
+                continue
+            for lfn, h in sums.items():
                 if out.setdefault(lfn, h) != h:
                     clash.add(lfn)
         for lfn in clash:

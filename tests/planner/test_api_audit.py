@@ -379,3 +379,46 @@ def test_ferry_run_into_a_pipe_closed_early_still_runs_every_job(tmp_path: Path)
     res = ferry("status", "--json", "run", cwd=tmp_path)
     st = json.loads(res.stdout)
     assert st["status"] == "failure" and st["counts"]["succeeded"] == 1
+
+
+def test_a_fan_out_from_a_job_with_many_outputs_sends_no_sums(tmp_path: Path) -> None:
+    """The runner does not know which parent outputs a job reads; a parent with more than
+    SUMS_MAX (100) outputs and several children sends none (each child would carry them
+    all), one with a single child sends them all."""
+    n = 101
+    mk = script(
+        tmp_path / "mk", f"for i in range({n}):\n    open(f'p{{i}}.txt', 'w').write(str(i))\n"
+    )
+    tc = TransformationCatalog().add_transformations(
+        Transformation("mk", site="local", pfn=str(mk)),
+        Transformation("cat", site="local", pfn="/bin/cat"),
+    )
+    parts = [File(f"p{i}.txt") for i in range(n)]
+    wf = Workflow("fan").add_transformation_catalog(tc)
+    wf.add_jobs(Job("mk", _id="mk").add_outputs(*parts, stage_out=False))
+    for k in range(2):
+        wf.add_jobs(
+            Job("cat", _id=f"use{k}")
+            .add_args(parts[k])
+            .add_inputs(parts[k])
+            .set_stdout(File(f"o{k}.txt"))
+        )
+    wf.write(str(tmp_path / "workflow.yml"))
+    res = ferry("run", "workflow.yml", "--dir", "run", "-O", "out", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for k in range(2):
+        rec = json.loads((tmp_path / "run" / "records" / f"use{k}.1.json").read_text())
+        (t,) = [t for t in rec["transfers"] if t["direction"] == "input"]
+        assert t["lfn"] == f"p{k}.txt" and t["expected_sha256"] is None
+
+    wf = Workflow("fan1").add_transformation_catalog(tc)
+    wf.add_jobs(
+        Job("mk", _id="mk").add_outputs(*parts, stage_out=False),
+        Job("cat", _id="use").add_args(*parts[:2]).add_inputs(*parts).set_stdout(File("o.txt")),
+    )
+    wf.write(str(tmp_path / "workflow.yml"))
+    res = ferry("run", "workflow.yml", "--dir", "run1", "-O", "out1", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rec = json.loads((tmp_path / "run1" / "records" / "use.1.json").read_text())
+    got = {t["lfn"]: t["expected_sha256"] for t in rec["transfers"] if t["direction"] == "input"}
+    assert len(got) == n and got["p7.txt"] == f"sha256:{sha(b'7')}"
