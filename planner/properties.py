@@ -2,9 +2,11 @@
 
 The syntax is Java's properties format as far as Pegasus uses it: ``key = value``,
 ``key: value`` or ``key value``; ``#`` and ``!`` start comment lines; a line ending
-in a backslash continues on the next. Later files override earlier ones, as
-pegasus-plan loads them: ``./pegasus.properties``, then ``--conf FILE``, then
-explicit overrides (``-D key=value``).
+in a backslash continues on the next. Later ones override earlier ones, as
+pegasus-plan loads them (``CommonProperties.java``): ``~/.pegasusrc``, then
+``./pegasus.properties``, then ``--conf FILE``, then environment variables
+``_PEGASUS__X__Y`` (the property ``pegasus.x.y``: the leading ``_`` dropped,
+lower-cased, ``__`` read as ``.``), then explicit overrides (``-D key=value``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from ferry.plugins.errors import ConfigError
 __all__ = ["load_properties", "parse_properties"]
 
 DEFAULT_NAME = "pegasus.properties"
+USER_NAME = ".pegasusrc"
+#: environment variables that set properties (``_PEGASUS__CATALOG__REPLICA__FILE``)
+ENV_PREFIX = "_PEGASUS"
 
 
 def parse_properties(text: str, source: str = "<properties>") -> dict[str, str]:
@@ -64,13 +69,20 @@ def load_properties(
     cwd: str | Path | None = None,
     conf: str | Path | None = None,
     overrides: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The properties in force: ``cwd/pegasus.properties``, then ``conf``, then ``overrides``.
+    """The properties in force: ``~/.pegasusrc``, ``cwd/pegasus.properties``, ``conf``,
+    the ``_PEGASUS*`` variables of ``environ`` (default ``os.environ``), ``overrides``.
 
-    ``conf`` must exist when given; the file in ``cwd`` is optional.
+    ``conf`` must exist when given; the other files are optional.
     """
     base = Path(cwd) if cwd is not None else Path(os.getcwd())
+    env = os.environ if environ is None else environ
     props: dict[str, str] = {}
+    home = env.get("HOME")
+    user = Path(home) / USER_NAME if home else None
+    if user is not None and user.is_file():
+        props.update(_read(user))
     default = base / DEFAULT_NAME
     if default.is_file():
         props.update(_read(default))
@@ -79,6 +91,9 @@ def load_properties(
         if not path.is_absolute():
             path = base / path
         props.update(_read(path))
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX):
+            props[key.removeprefix("_").lower().replace("__", ".")] = value
     if overrides:
         props.update({str(k): str(v) for k, v in overrides.items()})
     return props

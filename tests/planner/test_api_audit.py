@@ -422,3 +422,39 @@ def test_a_fan_out_from_a_job_with_many_outputs_sends_no_sums(tmp_path: Path) ->
     rec = json.loads((tmp_path / "run1" / "records" / "use.1.json").read_text())
     got = {t["lfn"]: t["expected_sha256"] for t in rec["transfers"] if t["direction"] == "input"}
     assert len(got) == n and got["p7.txt"] == f"sha256:{sha(b'7')}"
+
+
+def test_properties_from_pegasusrc_and_pegasus_environment_variables(tmp_path: Path) -> None:
+    """pegasus-plan reads ~/.pegasusrc first, then ./pegasus.properties and --conf, then
+    _PEGASUS__X__Y environment variables (pegasus.x.y), then -D."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "good.txt").write_text("good")
+    (tmp_path / "other.txt").write_text("other")
+    ReplicaCatalog().add_replica("local", "in.txt", tmp_path / "good.txt").write(
+        str(tmp_path / "rc-good.yml")
+    )
+    ReplicaCatalog().add_replica("local", "in.txt", tmp_path / "other.txt").write(
+        str(tmp_path / "rc-other.yml")
+    )
+    wf = Workflow("props")
+    wf.add_jobs(
+        Job("cat", _id="c")
+        .add_args(File("in.txt"))
+        .add_inputs(File("in.txt"))
+        .set_stdout(File("o.txt"))
+    )
+    wf.write(str(tmp_path / "workflow.yml"))
+    (home / ".pegasusrc").write_text("pegasus.catalog.replica.file = rc-good.yml\n")
+
+    def run(name: str, env: dict[str, str], *more: str) -> str:
+        res = ferry(
+            "run", "workflow.yml", "--dir", name, "-O", name + "-out", *more, cwd=tmp_path, env=env
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        return (tmp_path / (name + "-out") / "o.txt").read_text()
+
+    assert run("r1", {"HOME": str(home)}) == "good"
+    env = {"HOME": str(home), "_PEGASUS__CATALOG__REPLICA__FILE": "rc-other.yml"}
+    assert run("r2", env) == "other"  # the environment beats ~/.pegasusrc
+    assert run("r3", env, "-D", "pegasus.catalog.replica.file=rc-good.yml") == "good"  # -D wins
