@@ -272,6 +272,11 @@ class Sink:
                 os.unlink(part)
             raise
 
+    @property
+    def named(self) -> str | None:
+        """The part file's path while the bytes are in a named file (None: unnamed)."""
+        return None if self._unnamed else self.path
+
     def discard(self) -> None:
         """Close and forget the file (a no-op after :meth:`commit`)."""
         if self._closed:

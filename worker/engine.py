@@ -237,6 +237,9 @@ class Engine:
         self._made_dirs: set[str] = set()
         #: the most requests that ran at once (:mod:`.pace` adds threads while they wait)
         self.threads_peak = 1
+        #: named files the running transfers write, removed by :meth:`abort`
+        self._scratch: set[str] = set()
+        self._scratch_lock = threading.Lock()
 
     # -- public ------------------------------------------------------------
 
@@ -333,6 +336,28 @@ class Engine:
     def cancel(self) -> None:
         """Stop starting new tries (running ones finish their current byte stream)."""
         self._cancel.set()
+
+    def abort(self) -> None:
+        """The process ends now, its transfers with it: stop starting tries and remove
+        the named files the running ones write (part files where the file system has
+        no unnamed files, two-stage temporary files). Their threads keep their
+        descriptors; nothing they write from here on gets a name."""
+        self.cancel()
+        with self._scratch_lock:
+            paths = list(self._scratch)
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def _scratch_add(self, path: str | None) -> None:
+        if path is not None:
+            with self._scratch_lock:
+                self._scratch.add(path)
+
+    def _scratch_drop(self, path: str | None) -> None:
+        if path is not None:
+            with self._scratch_lock:
+                self._scratch.discard(path)
 
     def run_one(self, request: Request) -> TransferResult:
         start = time.monotonic()
@@ -651,6 +676,8 @@ class Engine:
         except OSError as exc:
             raise os_error(exc, f"file://{dest}", "write") from exc
         sink.type = req.dest.type
+        named = sink.named
+        self._scratch_add(named)
         try:
             proto.get(src, sink, progress)
             if sink.expected_size is not None and sink.offset != sink.expected_size:
@@ -666,6 +693,7 @@ class Engine:
                 raise os_error(exc, f"file://{dest}", "write") from exc
         finally:
             sink.discard()  # after a failure: nothing of it stays
+            self._scratch_drop(named)
         return _Done(sink.offset, sha)
 
     def _upload(
@@ -700,12 +728,14 @@ class Engine:
         tmpdir = self.config.tmpdir or tempfile.gettempdir()
         fd, tmp = tempfile.mkstemp(prefix="ferry-", suffix=".data", dir=tmpdir)
         os.close(fd)
+        self._scratch_add(tmp)
         try:
             first = self._download(src, tmp, req, progress)
             return self._upload(tmp, dst, first.sha256, lambda n: None)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            self._scratch_drop(tmp)
 
     def _bind(self) -> None:
         """Each event's handlers: the subscribers' methods that override the no-op."""

@@ -436,7 +436,10 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         log.critical("Exiting due to signal %d; partial files were removed", caught[0])
         if caught[0] == signal.SIGTERM and previous in (signal.SIG_DFL, None):
-            # pegasus-transfer has no SIGTERM handler: end as the signal ends a process
+            # pegasus-transfer has no SIGTERM handler: end as the signal ends a process,
+            # without waiting for the running transfers; what they write in named files
+            # goes first (unnamed ones vanish with the process)
+            engine.abort()
             registry.close()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)

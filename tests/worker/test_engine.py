@@ -55,6 +55,8 @@ class FlakyProtocol(Protocol):
     failures: dict[str, list[type[Exception]]] = {}
     calls: dict[str, int] = {}
     cut_after: dict[str, int] = {}
+    #: objects whose get writes half, then waits for the event
+    hold: dict[str, threading.Event] = {}
     lock = threading.Lock()
 
     def get(self, url: URL, sink: Sink, progress=None) -> None:  # type: ignore[no-untyped-def]
@@ -71,6 +73,12 @@ class FlakyProtocol(Protocol):
             half = len(data) // 2
             sink.write(data[:half])  # bytes land in the temp file, then the fault
             raise fault(f"flaky: injected {fault.__name__} on {url}", url=str(url))
+        gate = self.hold.get(key)
+        if gate is not None:
+            sink.write(data[: len(data) // 2])
+            gate.wait(10)
+            sink.write(data[len(data) // 2 :])
+            return
         sink.write(data)
 
 
@@ -91,6 +99,7 @@ def flaky() -> type[FlakyProtocol]:
     FlakyProtocol.objects.clear()
     FlakyProtocol.failures.clear()
     FlakyProtocol.calls.clear()
+    FlakyProtocol.hold.clear()
     return FlakyProtocol
 
 
@@ -196,6 +205,41 @@ def test_named_part_files_where_unnamed_files_cannot_be_made(
     )
     assert not bad.ok
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b"]
+
+
+def test_abort_removes_the_named_files_of_running_transfers(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flaky: type[FlakyProtocol],
+    flaky_registry: Registry,
+) -> None:
+    # what `ferry transfer` does on SIGTERM before it ends by the signal: a part file
+    # (a file system without unnamed files) must not outlive the process
+    import ferry.plugins.protocol as protocol
+
+    monkeypatch.setattr(protocol, "_PROC_FD", False)
+    flaky.objects["big"] = os.urandom(100_000)
+    gate = flaky.hold["big"] = threading.Event()
+    eng = engine(flaky_registry, max_attempts=1)
+    out = tmp_path / "out"
+    results: list[object] = []
+    t = threading.Thread(
+        target=lambda: results.extend(eng.run([req("flaky://h/big", str(out / "big"))]))
+    )
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (out.is_dir() and leftovers(out)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(leftovers(out)) == 1  # the running transfer's part file
+        eng.abort()
+        assert leftovers(out) == []  # gone at once, while the transfer still runs
+    finally:
+        gate.set()
+        t.join(10)
+    [res] = results
+    assert not res.ok  # type: ignore[attr-defined]
+    assert os.listdir(out) == []  # and what it wrote afterwards got no name
 
 
 def test_refused_link_copies_the_file_into_place(
