@@ -304,6 +304,19 @@ def _reveal(value: str | None) -> str | None:
     return reveal() if callable(reveal) else str.__str__(value)
 
 
+def _load_key(path: str, passphrase: bytes | None) -> paramiko.PKey:
+    """The private key at ``path``; a passphrase is ignored for an unencrypted key
+    (as OpenSSH does: one ``passphrase`` may be meant for another of the keys tried)."""
+    import paramiko
+
+    try:
+        return paramiko.PKey.from_path(path, passphrase)
+    except TypeError:  # cryptography: "Password was given but private key is not encrypted"
+        if passphrase is None:
+            raise
+        return paramiko.PKey.from_path(path, None)
+
+
 # -- host keys --------------------------------------------------------------------------
 
 _KNOWN_HOSTS_LOCK = threading.Lock()
@@ -1039,7 +1052,7 @@ class _Connection:
             explicit.append(("SSH_PRIVATE_KEY", os.path.expanduser(env_key)))
         for label, path in explicit:
             try:
-                yield f"{label} {path}", paramiko.PKey.from_path(path, passphrase), None
+                yield f"{label} {path}", _load_key(path, passphrase), None
             except paramiko.PasswordRequiredException:
                 yield f"{label} {path}", None, "encrypted, no passphrase given"
             except FileNotFoundError:
@@ -1066,7 +1079,7 @@ class _Connection:
                 if not os.path.isfile(path) or any(path == p for _, p in explicit):
                     continue
                 try:
-                    yield f"~/.ssh/{base}", paramiko.PKey.from_path(path, passphrase), None
+                    yield f"~/.ssh/{base}", _load_key(path, passphrase), None
                 except (OSError, paramiko.SSHException, ValueError, TypeError):
                     continue
 

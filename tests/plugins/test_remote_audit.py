@@ -1,0 +1,111 @@
+"""Audit of the remote protocols' contract (issue 4) through `ferry transfer`, against
+real servers on 127.0.0.1: credentials from each library's own sources, host keys,
+wrong sums, secrets and error messages. Each test here failed before its fix."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fixtures.sftp import (
+    SshServer,
+    keygen,
+    sshd_server_fixture,  # noqa: F401 - the `sshd_server` fixture
+    write_credentials,
+)
+
+PASSPHRASE = "Audit-Passphrase-planted-7f3a"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ferry(
+    *args: str, env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``ferry transfer --json ARGS...`` as a subprocess with exactly ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "ferry.planner.cli", "transfer", "--json", "-m", "1", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """The environment without credentials of any kind, HOME at ``home``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "FERRY_CREDENTIALS", "PEGASUS_", "GOOGLE_", "SSH_"))
+        and k != "STORAGE_EMULATOR_HOST"
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    env["HOME"] = str(home)
+    return env
+
+
+# -- sftp: one passphrase, several keys --------------------------------------------------
+
+
+def test_passphrase_does_not_break_unencrypted_keys(sshd_server: SshServer, tmp_path: Path) -> None:
+    """A `passphrase` in the credentials file (meant for an encrypted key) must not make
+    the unencrypted keys unusable: the `key` of the section and ~/.ssh/id_* are tried
+    as OpenSSH tries them (docs/protocols/sftp.md: "unencrypted, or with the passphrase")."""
+    home = tmp_path / "home"
+    env = clean_env(home)
+    data = os.urandom(3000)
+    (tmp_path / "in.bin").write_bytes(data)
+    section = f"127.0.0.1:{sshd_server.port}"
+
+    # the unencrypted key named in the file, with a passphrase beside it
+    creds = write_credentials(
+        tmp_path / "key.conf",
+        {
+            section: {
+                "key": str(sshd_server.client_key),
+                "known_hosts": str(sshd_server.known_hosts),
+                "passphrase": PASSPHRASE,
+            }
+        },
+    )
+    url = sshd_server.url("audit/pp/one.bin")
+    p = ferry(
+        "--credentials", str(creds), "--sha256", sha(data), str(tmp_path / "in.bin"), url, env=env
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert (sshd_server.root / "audit/pp/one.bin").read_bytes() == data
+    assert PASSPHRASE not in p.stdout + p.stderr
+
+    # the unencrypted ~/.ssh/id_ed25519, with a passphrase for another (refused) key
+    ssh = home / ".ssh"
+    ssh.mkdir(mode=0o700)
+    (ssh / "id_ed25519").write_bytes(sshd_server.client_key.read_bytes())
+    (ssh / "id_ed25519").chmod(0o600)
+    other = keygen(tmp_path / "other_key")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-p", "-P", "", "-N", PASSPHRASE, "-f", str(other)],
+        check=True,
+        capture_output=True,
+    )
+    creds = write_credentials(
+        tmp_path / "home.conf",
+        {
+            section: {
+                "key": str(other),
+                "known_hosts": str(sshd_server.known_hosts),
+                "passphrase": PASSPHRASE,
+            }
+        },
+    )
+    back = tmp_path / "back.bin"
+    p = ferry("--credentials", str(creds), "--sha256", sha(data), url, str(back), env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert back.read_bytes() == data
+    assert PASSPHRASE not in p.stdout + p.stderr
