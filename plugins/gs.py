@@ -483,8 +483,23 @@ class GsProtocol(Protocol):
     ) -> storage.Blob:
         blob = self._blob_or_none(client, bucket, name, url, what)
         if blob is None:
-            raise NotFound(f"{what} {url}: no such object", url=str(url), plugin=PLUGIN)
+            raise self._missing_bucket(client, bucket, url, what) or NotFound(
+                f"{what} {url}: no such object", url=str(url), plugin=PLUGIN
+            )
         return blob
+
+    def _missing_bucket(
+        self, client: storage.Client, bucket: str, url: URL, what: str
+    ) -> NotFound | None:
+        """After a 404: ``NotFound`` naming the bucket when it is the bucket that is
+        missing (one more request, on that failure path only), else None."""
+        try:
+            exists = client.bucket(bucket).exists(timeout=self._timeout(), retry=None)
+        except Exception:  # the first error is the one to report
+            return None
+        if exists:
+            return None
+        return NotFound(f"{what} {url}: no such bucket {bucket!r}", url=str(url), plugin=PLUGIN)
 
     # -- get ---------------------------------------------------------------------
 
@@ -607,10 +622,16 @@ class GsProtocol(Protocol):
         bucket, name = _split(url)
         client = self._client(url)
         blob = client.bucket(bucket).blob(name)
-        if source.size <= self.settings.resumable_threshold:
-            self._put_small(blob, source, url, progress)
-        else:
-            self._put_resumable(blob, source, url, progress)
+        try:
+            if source.size <= self.settings.resumable_threshold:
+                self._put_small(blob, source, url, progress)
+            else:
+                self._put_resumable(blob, source, url, progress)
+        except NotFound as exc:
+            missing = self._missing_bucket(client, bucket, url, "PUT")
+            if missing is None:
+                raise
+            raise missing from exc
 
     def _put_small(
         self,
@@ -713,17 +734,23 @@ class GsProtocol(Protocol):
             )
         target = client.bucket(dbucket).blob(dname)
         token: str | None = None
-        with map_gcs_exceptions(dst, "COPY"):
-            while True:
-                token, _done, _total = target.rewrite(
-                    source,
-                    token=token,
-                    if_source_generation_match=source.generation,
-                    timeout=self._timeout(),
-                    retry=self._retry_policy(),
-                )
-                if token is None:
-                    break
+        try:
+            with map_gcs_exceptions(dst, "COPY"):
+                while True:
+                    token, _done, _total = target.rewrite(
+                        source,
+                        token=token,
+                        if_source_generation_match=source.generation,
+                        timeout=self._timeout(),
+                        retry=self._retry_policy(),
+                    )
+                    if token is None:
+                        break
+        except NotFound as exc:
+            missing = self._missing_bucket(client, dbucket, dst, "COPY")
+            if missing is None:
+                raise
+            raise missing from exc
         return _stat_of(target)
 
     # -- stat, checksum, mkdir, remove -------------------------------------------------

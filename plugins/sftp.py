@@ -1424,7 +1424,12 @@ class SftpProtocol(Protocol):
             with source.reader() as reader:
                 s.upload(handle, tmp, reader, source.size, progress)
             source.verify()
-            s.rename(tmp, path)
+            try:
+                s.rename(tmp, path)
+            except SftpStatus as exc:
+                if exc.code == FX_FAILURE and self._is_dir(s, path):
+                    raise SftpStatus(FX_FAILURE, "is a directory", "rename", path) from None
+                raise
             renamed = True
         finally:
             if not renamed and not s.broken:

@@ -5,11 +5,16 @@ wrong sums, secrets and error messages. Each test here failed before its fix."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from tests.fixtures.gs import KIT_BUCKET, GcsServer, start_fake_gcs
 from tests.fixtures.sftp import (
     SshServer,
     keygen,
@@ -109,3 +114,65 @@ def test_passphrase_does_not_break_unencrypted_keys(sshd_server: SshServer, tmp_
     assert p.returncode == 0, p.stdout + p.stderr
     assert back.read_bytes() == data
     assert PASSPHRASE not in p.stdout + p.stderr
+
+
+def test_upload_onto_a_remote_directory_says_so(sshd_server: SshServer, tmp_path: Path) -> None:
+    """An upload whose destination is an existing directory fails with one line that
+    names the URL and says why (it said only "failure"), and leaves no temporary file."""
+    env = clean_env(tmp_path / "home")
+    creds = write_credentials(
+        tmp_path / "c.conf",
+        {
+            f"127.0.0.1:{sshd_server.port}": {
+                "key": str(sshd_server.client_key),
+                "known_hosts": str(sshd_server.known_hosts),
+            }
+        },
+    )
+    (sshd_server.root / "audit/isdir").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "in.bin").write_bytes(b"x" * 100)
+    url = sshd_server.url("audit/isdir")
+    p = ferry("--credentials", str(creds), str(tmp_path / "in.bin"), url, env=env)
+    assert p.returncode == 1
+    error = json.loads(p.stdout)["transfers"][0]["error"]
+    assert "\n" not in error and f"put {url}: is a directory" in error
+    assert not [f for f in (sshd_server.root / "audit").iterdir() if "ferry-part" in f.name]
+
+
+# -- gs: which of bucket or object is missing -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
+    server = start_fake_gcs(tmp_path_factory.mktemp("fake-gcs-audit"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_gs_missing_bucket_is_named(gcs: GcsServer, tmp_path: Path) -> None:
+    """Credentials from the environment only (STORAGE_EMULATOR_HOST, no file); a missing
+    bucket is one short line that says so, for a download, an upload and a copy (an
+    upload used to quote the library's request URL, JSON body and status tuple)."""
+    env = {**clean_env(tmp_path / "home"), **gcs.env}
+    data = os.urandom(2000)
+    (tmp_path / "in.bin").write_bytes(data)
+    there = f"gs://{KIT_BUCKET}/audit/{os.urandom(4).hex()}.bin"
+    p = ferry("--sha256", sha(data), str(tmp_path / "in.bin"), there, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+    cases = [
+        ("gs://no-such-bucket-a1/x.bin", str(tmp_path / "out.bin"), "GET"),
+        (str(tmp_path / "in.bin"), "gs://no-such-bucket-a1/x.bin", "PUT"),
+        (there, "gs://no-such-bucket-a1/x.bin", "COPY"),
+    ]
+    for src, dst, what in cases:
+        p = ferry(src, dst, env=env)
+        assert p.returncode == 1
+        error = json.loads(p.stdout)["transfers"][0]["attempts"][0]["error"]
+        assert error == f"{what} gs://no-such-bucket-a1/x.bin: no such bucket 'no-such-bucket-a1'"
+    assert not (tmp_path / "out.bin").exists()
+    p = ferry(f"gs://{KIT_BUCKET}/audit/missing.bin", str(tmp_path / "out.bin"), env=env)
+    error = json.loads(p.stdout)["transfers"][0]["attempts"][0]["error"]
+    assert error == f"GET gs://{KIT_BUCKET}/audit/missing.bin: no such object"
