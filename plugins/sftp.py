@@ -334,8 +334,40 @@ def _host_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
+def _load_known_hosts(path: str) -> tuple[paramiko.HostKeys, list[str]]:
+    """A known_hosts file: its keys, and the base64 blobs of its ``@revoked`` lines.
+
+    Line by line, skipping what cannot be read (paramiko's own ``load`` gives up on
+    the whole file at the first malformed or marker line)."""
+    import paramiko
+
+    table = paramiko.HostKeys()
+    revoked = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            if fields[0].startswith("@"):  # @revoked, @cert-authority
+                if fields[0] == "@revoked" and len(fields) >= 4:
+                    revoked.append(fields[3])
+                continue
+            try:
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(" ".join(fields[:3]))
+            except Exception:  # a malformed line or unknown key type: skipped, as ssh does
+                continue
+            if entry is not None and entry.key is not None:
+                for host in entry.hostnames:
+                    table.add(host, entry.key.get_name(), entry.key)
+    return table, revoked
+
+
 class _HostKeys:
-    """known_hosts files for one endpoint: lookup, policy, and accept-new writes."""
+    """known_hosts files for one endpoint: lookup, policy, and accept-new writes.
+
+    As OpenSSH, a key is accepted when any file lists it for the host (a stale line
+    in one file does not veto the right key in another), and refused when a file
+    marks it ``@revoked``."""
 
     def __init__(self, settings: _Settings) -> None:
         import paramiko
@@ -347,27 +379,47 @@ class _HostKeys:
             for p in ("/etc/ssh/ssh_known_hosts", self.user_file, settings.known_hosts)
             if p and os.path.isfile(p)
         ]
-        self.keys = paramiko.HostKeys()
+        self.tables: list[tuple[str, paramiko.HostKeys]] = []
+        self.revoked: set[str] = set()  # base64 key blobs under @revoked markers
         for path in self.files:
-            with contextlib.suppress(OSError, paramiko.SSHException, ValueError):
-                self.keys.load(path)
+            try:
+                table, revoked = _load_known_hosts(path)
+            except OSError:
+                continue
+            self.tables.append((path, table))
+            self.revoked.update(revoked)
+        self.accepted = paramiko.HostKeys()  # accepted by the policy in this process
+        self.tables.append(("", self.accepted))
+
+    def _known(self, name: str) -> list[tuple[str, paramiko.PKey]]:
+        """(file, key) for every key the files list for ``name``."""
+        found = []
+        for path, table in self.tables:
+            entry = table.lookup(name)
+            if entry:
+                found += [(path, entry[kind]) for kind in entry.keys()]
+        return found
 
     def known_types(self, name: str) -> list[str]:
-        entry = self.keys.lookup(name)
-        return list(entry.keys()) if entry else []
+        return list(dict.fromkeys(key.get_name() for _, key in self._known(name)))
 
     def check(self, name: str, key: paramiko.PKey) -> None:
         """Accept ``key`` for ``name`` or raise :class:`HostKeyRejected`."""
         kind = key.get_name()
-        entry = self.keys.lookup(name)
-        known = entry.get(kind) if entry else None
-        if known is not None:
-            if known.asbytes() == key.asbytes():
-                return
+        if key.get_base64() in self.revoked:
+            raise HostKeyRejected(
+                f"host key for {name} ({kind} {fingerprint(key)}) is marked @revoked in"
+                " known_hosts; refusing to connect"
+            )
+        same_kind = [(path, k) for path, k in self._known(name) if k.get_name() == kind]
+        if any(k.asbytes() == key.asbytes() for _, k in same_kind):
+            return
+        if same_kind:
+            path, known = same_kind[0]
             raise HostKeyRejected(
                 f"host key for {name} CHANGED: the server offers {kind} {fingerprint(key)},"
-                f" known_hosts has {fingerprint(known)}; if the change is expected, remove the"
-                f" old entry (ssh-keygen -R '{name}' -f FILE) and accept the new one"
+                f" {path} has {fingerprint(known)}; if the change is expected, remove the"
+                f" old entry (ssh-keygen -R '{name}' -f {path}) and accept the new one"
             )
         policy = self.settings.host_key_policy
         if policy == "reject":
@@ -379,7 +431,7 @@ class _HostKeys:
                 f" fingerprint and add it ({scan} >> {target}) or set host_key_policy ="
                 " accept-new in the credentials file"
             )
-        self.keys.add(name, kind, key)
+        self.accepted.add(name, kind, key)
         if policy == "accept-new":
             self._append(name, key)
         log.warning("sftp: accepted new host key for %s: %s %s", name, kind, fingerprint(key))

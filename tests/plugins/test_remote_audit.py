@@ -176,3 +176,92 @@ def test_gs_missing_bucket_is_named(gcs: GcsServer, tmp_path: Path) -> None:
     p = ferry(f"gs://{KIT_BUCKET}/audit/missing.bin", str(tmp_path / "out.bin"), env=env)
     error = json.loads(p.stdout)["transfers"][0]["attempts"][0]["error"]
     assert error == f"GET gs://{KIT_BUCKET}/audit/missing.bin: no such object"
+
+
+# -- sftp: known_hosts read as OpenSSH reads it ------------------------------------------
+
+
+def _known_line(server: SshServer, pub: Path, *, prefix: str = "") -> str:
+    kind, blob = pub.read_text().split()[:2]
+    return f"{prefix}[{server.host}]:{server.port} {kind} {blob}\n"
+
+
+def _sftp_get(server: SshServer, creds: Path, env: dict[str, str], dest: Path) -> str:
+    """Download one file; return the attempt's error ('' on success)."""
+    p = ferry("--credentials", str(creds), server.url("audit/kh/f.txt"), str(dest), env=env)
+    report = json.loads(p.stdout)["transfers"][0]
+    assert p.returncode == (0 if report["ok"] else 1)
+    return "" if report["ok"] else report["attempts"][0]["error"]
+
+
+def test_host_key_in_any_known_hosts_file_is_accepted(
+    sshd_server: SshServer, tmp_path: Path
+) -> None:
+    """OpenSSH accepts a host key that any known_hosts file lists; a stale line for the
+    host in ~/.ssh/known_hosts must not veto the right key in the configured file (nor
+    the other way round). A changed key everywhere is still refused, naming the file."""
+    (sshd_server.root / "audit/kh").mkdir(parents=True, exist_ok=True)
+    (sshd_server.root / "audit/kh/f.txt").write_bytes(b"hello")
+    home = tmp_path / "home"
+    env = clean_env(home)
+    (home / ".ssh").mkdir(mode=0o700)
+    stale = keygen(tmp_path / "stale_host_key")
+    user_known = home / ".ssh/known_hosts"
+    configured = tmp_path / "known_hosts"
+    creds = write_credentials(
+        tmp_path / "c.conf",
+        {
+            f"127.0.0.1:{sshd_server.port}": {
+                "key": str(sshd_server.client_key),
+                "known_hosts": str(configured),
+            }
+        },
+    )
+    right = _known_line(sshd_server, sshd_server.host_key.with_suffix(".pub"))
+    wrong = _known_line(sshd_server, stale.with_suffix(".pub"))
+
+    user_known.write_text(wrong)
+    configured.write_text(right)
+    assert _sftp_get(sshd_server, creds, env, tmp_path / "a.txt") == ""
+    assert (tmp_path / "a.txt").read_bytes() == b"hello"
+
+    user_known.write_text(right)
+    configured.write_text(wrong)
+    assert _sftp_get(sshd_server, creds, env, tmp_path / "b.txt") == ""
+
+    user_known.write_text(wrong)
+    error = _sftp_get(sshd_server, creds, env, tmp_path / "c.txt")
+    assert "CHANGED" in error and sshd_server.url("audit/kh/f.txt") in error and "\n" not in error
+    assert not (tmp_path / "c.txt").exists()
+
+
+def test_known_hosts_markers_and_revoked_keys(sshd_server: SshServer, tmp_path: Path) -> None:
+    """A `@revoked` line (or any marker or malformed line) must not make the whole
+    known_hosts file unreadable (it did: every connection failed with paramiko's
+    InvalidHostKey), and a revoked host key is refused whatever the policy."""
+    (sshd_server.root / "audit/kh").mkdir(parents=True, exist_ok=True)
+    (sshd_server.root / "audit/kh/f.txt").write_bytes(b"hello")
+    env = clean_env(tmp_path / "home")
+    other = keygen(tmp_path / "other_host_key")
+    known = tmp_path / "known_hosts"
+    right = _known_line(sshd_server, sshd_server.host_key.with_suffix(".pub"))
+    known.write_text(
+        _known_line(sshd_server, other.with_suffix(".pub"), prefix="@revoked ")
+        + "not a known_hosts line\n"
+        + right
+    )
+    section = {"key": str(sshd_server.client_key), "known_hosts": str(known)}
+    creds = write_credentials(tmp_path / "c.conf", {f"127.0.0.1:{sshd_server.port}": section})
+    assert _sftp_get(sshd_server, creds, env, tmp_path / "a.txt") == ""
+    assert (tmp_path / "a.txt").read_bytes() == b"hello"
+
+    revoked = _known_line(sshd_server, sshd_server.host_key.with_suffix(".pub"), prefix="@revoked ")
+    known.write_text(revoked + right)
+    for policy in ("reject", "accept-new"):
+        creds = write_credentials(
+            tmp_path / "c.conf",
+            {f"127.0.0.1:{sshd_server.port}": {**section, "host_key_policy": policy}},
+        )
+        error = _sftp_get(sshd_server, creds, env, tmp_path / "b.txt")
+        assert "@revoked" in error and sshd_server.url("audit/kh/f.txt") in error
+        assert not (tmp_path / "b.txt").exists()
