@@ -10,7 +10,10 @@ For each job spec of the node (one, or a cluster's members in order) it runs
 the worker exactly as ``ferry worker`` does (work directory under
 ``$_CONDOR_SCRATCH_DIR``, sha256-checked stage-in, the job, stage-out, the
 invocation record), then puts the record where file transfer takes it back
-(``_ferry_r<i>.json``). Every file the submit description lists in
+(``_ferry_r<i>.json``). An input without a sha256 of its own that a parent
+staged out is checked against the sum the parent's record gave (the parents'
+``_ferry_sums_<node>.json``, brought in with the node file), as PegasusLite
+checks intermediate files against the parents' ``.meta``. Every file the submit description lists in
 ``transfer_output_files`` exists when it exits (an empty one stands in for an
 output the job did not write: a missing one would put the job on hold); the
 POST script only uses what the records say was staged. The exit code is the
@@ -44,9 +47,14 @@ def run_node(node_file: str) -> int:
         return 2
     records_dir = os.path.join(scratch, "_ferry_records")
     os.makedirs(records_dir, exist_ok=True)
+    sums = _parent_sums(scratch, doc.get("sums") or [])
     worst = 0
     for i, spec_doc in enumerate(doc.get("specs", [])):
         target = os.path.join(scratch, doc["records"][i])
+        for inp in spec_doc.get("inputs") or []:  # files the parents staged out: checked too
+            lfn = inp.get("lfn")
+            if not inp.get("sha256") and not inp.get("executable") and lfn in sums:
+                inp["sha256"] = sums[lfn]
         try:
             spec = load_jobspec(json.dumps(spec_doc), source=f"{node_file}[{i}]")
         except ConfigError as exc:
@@ -72,6 +80,26 @@ def run_node(node_file: str) -> int:
         if not os.path.exists(path):
             open(path, "wb").close()
     return worst
+
+
+def _parent_sums(scratch: str, names: list[str]) -> dict[str, str]:
+    """``{lfn: sha256}`` from the parents' sums files in the sandbox; an LFN two parents
+    give different sums for is left unchecked, as is anything unreadable."""
+    sums: dict[str, str] = {}
+    clash: set[str] = set()
+    for name in names:
+        try:
+            with open(os.path.join(scratch, name), "rb") as f:
+                got = json.loads(f.read())
+        except (OSError, ValueError):
+            continue
+        for lfn, digest in got.items() if isinstance(got, dict) else ():
+            if sums.get(lfn, digest) != digest:
+                clash.add(lfn)
+            sums[lfn] = digest
+    for lfn in clash:
+        del sums[lfn]
+    return sums
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,7 +57,7 @@ import os
 import re
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,7 @@ __all__ = [
     "node_names",
     "shard_of",
     "submit_commands",
+    "sums_file_name",
     "write_htcondor",
 ]
 
@@ -179,6 +180,12 @@ def node_names(ids: Iterable[str], taken: set[str] | None = None) -> dict[str, s
 def shard_of(node: str, shards: int) -> str:
     """The shard directory of a node (a stable hash of its name)."""
     return f"{zlib.crc32(node.encode()) % max(1, shards):04d}"
+
+
+def sums_file_name(node: str) -> str:
+    """The file (beside the node file, and in its children's sandboxes) with the sha256
+    of the files ``node`` staged out, written by its POST script."""
+    return f"_ferry_sums_{node}.json"
 
 
 def node_file_path(condor_dir: str, node: str, shards: int) -> str:
@@ -349,9 +356,13 @@ def _build_node(
     specs: list[dict[str, Any]],
     mode: str,
     warnings: list[str],
+    sums_in: Sequence[str] = (),
+    sums_out: bool = False,
 ) -> _Node:
     node_file = os.path.join(shard_dir, f"{name}.json")
     transfers: dict[str, str] = {f"{name}.json": node_file}  # sandbox name -> submit-side path
+    for path in sums_in:  # the parents' output sums (their POST scripts write them)
+        transfers[os.path.basename(path)] = path
     inputs_map: dict[str, str] = {}
     returns: list[dict[str, Any]] = []
     records = [f"_ferry_r{i}.json" for i in range(len(specs))]
@@ -437,6 +448,8 @@ def _build_node(
         "returns": returns,
         "inputs": inputs_map,
         "register": [[r.lfn, r.url, r.site] for r in pj.register],
+        "sums": [os.path.basename(path) for path in sums_in],
+        "sums_out": sums_out,
     }
     outs = [r["name"] for r in returns] + records
     remaps = [f"{r['name']}={shard_dir}/{name}.o{i}" for i, r in enumerate(returns)]
@@ -586,6 +599,10 @@ def write_htcondor(
         if pj.parents:
             level[e] = 1 + max(level[index[p]] for p in pj.parents)
 
+    # intermediate files: each child checks what its parents staged out against the
+    # sha256 their records gave, as PegasusLite checks the parents' .meta
+    check = plan.options.get("integrity") != "none"
+    with_children = {p for pj in plan.jobs for p in pj.parents} if check else set()
     warned: set[str] = set()
     layers: dict[tuple, _Layer] = {}
     layer_of: list[tuple[_Layer, int]] = []
@@ -600,7 +617,14 @@ def write_htcondor(
         specs = _member_specs(rd, pj)
         mode = _mode(pj, opts, warned, warnings)
         modes[mode] += 1
-        node = _build_node(rd, pj, name, sdir, shard, specs, mode, warnings)
+        sums_in = [
+            os.path.join(shard_dir(names[p])[1], sums_file_name(names[p]))
+            for p in (pj.parents if check else ())
+        ]
+        node = _build_node(
+            rd, pj, name, sdir, shard, specs, mode, warnings,
+            sums_in=sums_in, sums_out=pj.id in with_children,
+        )  # fmt: skip
         with open(os.path.join(sdir, f"{name}.json"), "wb") as f:
             f.write(encode(node.doc))
         node.doc = {}  # written: a large plan need not keep every spec in memory

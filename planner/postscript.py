@@ -15,8 +15,10 @@ worker recorded, then it is copied to its ``file://`` destinations (atomically,
 under a temporary name first) and the record's transfer entries name those
 destinations (``route`` ``htcondor``), as a local run's would; a mismatch or a
 failed copy fails the attempt (worker exit code 4 or 5, written into the
-record). Then ``journal.jsonl`` gets ``started`` (at the record's start),
-``succeeded`` or ``failed`` (with the exit code) and, while DAGMan has retries
+record). A succeeded node whose children check intermediate files gets its
+output sums written to ``_ferry_sums_<node>.json`` beside its node file, which
+the children's jobs bring in. Then ``journal.jsonl`` gets ``started`` (at the
+record's start), ``succeeded`` or ``failed`` (with the exit code) and, while DAGMan has retries
 left, ``retry``; a success registers the outputs in ``replicas.out.yml``.
 The exit status is 0 for a success, else the worker's exit code (1 for a job
 killed by a signal or removed from the queue), so DAGMan retries the node.
@@ -47,7 +49,7 @@ from typing import Any
 
 from ferry.plugins.errors import ConfigError
 
-from .htcondor import CONDOR_DIR, load_config, node_file_path
+from .htcondor import CONDOR_DIR, load_config, node_file_path, sums_file_name
 from .rundir import Journal, ReplicaWriter, RunDir, read_journal
 
 __all__ = ["DESCRIPTION", "add_arguments", "run"]
@@ -324,6 +326,10 @@ def _job(rd: RunDir, doc: dict[str, Any], shard_dir: str, args: argparse.Namespa
         journal.close()
     if code == 0 and doc.get("register"):
         _register(rd, doc["register"], records)
+    if code == 0 and doc.get("sums_out"):
+        # what the children check these files against on stage-in (their submit
+        # descriptions bring this file in: it must exist before DAGMan submits them)
+        _write_json(os.path.join(shard_dir, sums_file_name(node)), _output_sums(records)[0])
     for i in range(len(doc.get("returns", []))):
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(shard_dir, f"{node}.o{i}"))
@@ -335,7 +341,8 @@ def _job(rd: RunDir, doc: dict[str, Any], shard_dir: str, args: argparse.Namespa
     return code if 1 <= code <= 255 else 1
 
 
-def _register(rd: RunDir, register: list[list[str]], records: list[dict[str, Any] | None]) -> None:
+def _output_sums(records: list[dict[str, Any] | None]) -> tuple[dict[str, str], set[str]]:
+    """The sha256 of each file the records say was staged out, and the files staged out."""
     sums: dict[str, str] = {}
     sent: set[str] = set()  # staged out (a checkpoint file may never have been written)
     for rec in records:
@@ -344,6 +351,11 @@ def _register(rd: RunDir, register: list[list[str]], records: list[dict[str, Any
                 sent.add(t["lfn"])
                 if t.get("sha256"):
                     sums[t["lfn"]] = str(t["sha256"]).removeprefix("sha256:")
+    return sums, sent
+
+
+def _register(rd: RunDir, register: list[list[str]], records: list[dict[str, Any] | None]) -> None:
+    sums, sent = _output_sums(records)
     seen = any(rec is not None for rec in records)
     writer = ReplicaWriter(rd.replicas_out)
     try:

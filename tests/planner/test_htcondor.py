@@ -62,13 +62,23 @@ from .condor_sim import (
     run_post,
     simulate,
 )
-from .helpers import PY, ferry, files_under, journal, plan_doc, records, sha
+from .helpers import PY, ferry, files_under, journal, plan_doc, records, script, sha
 from .test_run import BATCHES, SENSORS, TS, expected_predictions, ok, orcasound
 
 
 def plan_condor(tmp: Path, *extra: str, run: str = "run") -> Path:
-    res = ferry("plan", "workflow.yml", "--dir", run, "-O", "outputs", "--backend", "htcondor",
-                *extra, cwd=tmp)
+    res = ferry(
+        "plan",
+        "workflow.yml",
+        "--dir",
+        run,
+        "-O",
+        "outputs",
+        "--backend",
+        "htcondor",
+        *extra,
+        cwd=tmp,
+    )
     ok(res)
     assert f"Submit it with: ferry submit {tmp / run}" in res.stdout
     return tmp / run
@@ -102,8 +112,20 @@ def check_dag(run: Path) -> Dag:
     dag = dag_of(run)
     names = node_names_of(run)
     assert len(names) == len(doc["jobs"])
-    job_post = [PY, *POST, str(run), "$JOB", "--return", "$RETURN", "--retry", "$RETRY",
-                "--max-retries", "$MAX_RETRIES", "--jobid", "$JOBID"]
+    job_post = [
+        PY,
+        *POST,
+        str(run),
+        "$JOB",
+        "--return",
+        "$RETURN",
+        "--retry",
+        "$RETRY",
+        "--max-retries",
+        "$MAX_RETRIES",
+        "--jobid",
+        "$JOBID",
+    ]
     for pj in doc["jobs"]:
         node = dag.nodes[names[pj["id"]]]
         assert node.parents == {names[p] for p in pj.get("parents", [])}, pj["id"]
@@ -115,14 +137,16 @@ def check_dag(run: Path) -> Dag:
         assert sub["universe"] == "vanilla"
         assert sub.expand("executable") == PY
         assert condor_args(sub.expand("arguments")) == [
-            "-m", "ferry.planner.condor_node", f"{node.name}.json"]
+            "-m",
+            "ferry.planner.condor_node",
+            f"{node.name}.json",
+        ]
         assert sub["should_transfer_files"] == "YES"
         assert sub["when_to_transfer_output"] == "ON_EXIT"
-        assert file_list(sub.expand("transfer_input_files"))[0] == str(
-            node_file(run, node.name))
+        assert file_list(sub.expand("transfer_input_files"))[0] == str(node_file(run, node.name))
         members = pj.get("members") or [pj["id"]]
         outs = file_list(sub.expand("transfer_output_files"))
-        assert outs[-len(members):] == [f"_ferry_r{i}.json" for i in range(len(members))]
+        assert outs[-len(members) :] == [f"_ferry_r{i}.json" for i in range(len(members))]
         remaps = remap_list(sub.expand("transfer_output_remaps"))
         assert set(remaps) == set(outs)
         assert all(Path(p).parent == node_file(run, node.name).parent for p in remaps.values())
@@ -135,8 +159,18 @@ def check_dag(run: Path) -> Dag:
         assert node.post == job_post
     assert len(dag.nodes) == len(names) + len(cleanups)
     assert dag.final is not None and dag.final.name == "ferry_final"
-    assert dag.final.post == [PY, *POST, str(run), "$JOB", "--return", "$RETURN",
-                              "--dag-status", "$DAG_STATUS", "--failed-count", "$FAILED_COUNT"]
+    assert dag.final.post == [
+        PY,
+        *POST,
+        str(run),
+        "$JOB",
+        "--return",
+        "$RETURN",
+        "--dag-status",
+        "$DAG_STATUS",
+        "--failed-count",
+        "$FAILED_COUNT",
+    ]
     final_sub = htcondor2.Submit((run / "htcondor" / dag.final.submit).read_text())
     assert final_sub["universe"] == "local"
     assert any(m.startswith(f"NODE_STATUS_FILE {run}/htcondor/") for m in dag.meta)
@@ -163,11 +197,13 @@ class StandIn:
 
         def from_dag(filename: str, options: dict | None = None) -> htcondor2.Submit:
             standin.from_dag_calls.append((filename, dict(options or {}), os.getcwd()))
-            return htcondor2.Submit({
-                "universe": "scheduler",
-                "executable": "/usr/bin/condor_dagman",
-                "arguments": f'"-f -l . -Lockfile {filename}.lock -AutoRescue 1 -Dag {filename}"',
-            })
+            return htcondor2.Submit(
+                {
+                    "universe": "scheduler",
+                    "executable": "/usr/bin/condor_dagman",
+                    "arguments": f'"-f -l . -Lockfile {filename}.lock -AutoRescue 1 -Dag {filename}"',
+                }
+            )
 
         class Result:
             def __init__(self, cluster: int) -> None:
@@ -202,12 +238,16 @@ def seed_pipeline(url: str) -> Workflow:
     wf = Workflow("pipeline")
     webpage = File("pegasus.html")
     curl_job = (
-        Job("curl").add_args("-o", webpage, url)
+        Job("curl")
+        .add_args("-o", webpage, url)
         .add_outputs(webpage, stage_out=False, register_replica=False)
     )
     count = File("count.txt")
-    wc_job = Job("wc").add_args("-l", webpage).add_inputs(webpage).set_stdout(
-        count, stage_out=True, register_replica=True
+    wc_job = (
+        Job("wc")
+        .add_args("-l", webpage)
+        .add_inputs(webpage)
+        .set_stdout(count, stage_out=True, register_replica=True)
     )
     wf.add_jobs(curl_job, wc_job)
     wf.add_dependency(wc_job, parents=[curl_job])
@@ -222,8 +262,11 @@ def test_seed_pipeline_condorio(tmp_path: Path, nginx_server, monkeypatch, capsy
     wc = wf.get_job("ID0000002")
     # an OSPool-style job: a project, memory and cores, requirements, an accounting group
     wc.add_profiles(Namespace.CONDOR, key="+ProjectName", value='"OSG-Staff"')
-    wc.add_profiles(Namespace.CONDOR, key="requirements",
-                    value='(OSGVO_OS_STRING == "RHEL 9") && (HAS_MODULES =?= true)')
+    wc.add_profiles(
+        Namespace.CONDOR,
+        key="requirements",
+        value='(OSGVO_OS_STRING == "RHEL 9") && (HAS_MODULES =?= true)',
+    )
     wc.add_profiles(Namespace.CONDOR, key="accounting_group", value="group_physics.alice")
     wc.add_pegasus_profile(memory=2048, cores=2, diskspace=300)
     wc.add_dagman_profile(priority=50)
@@ -250,14 +293,22 @@ def test_seed_pipeline_condorio(tmp_path: Path, nginx_server, monkeypatch, capsy
     assert "MY.ProjectName" not in csub and "request_memory" not in csub
     assert csub["request_cpus"] == "1"
     # condorio: wc's job brings the page from staging, both bring their outputs back
-    wc_in = file_list(expanded(run / "htcondor" / wc_node.submit, wc_node.vars)
-                      .expand("transfer_input_files"))
-    assert wc_in == [str(node_file(run, "ID0000002")), str(run / "scratch" / "pegasus.html")]
+    wc_in = file_list(
+        expanded(run / "htcondor" / wc_node.submit, wc_node.vars).expand("transfer_input_files")
+    )
+    # and its parent's output sums, which its stage-in checks the page against
+    sums = node_file(run, "ID0000001").with_name("_ferry_sums_ID0000001.json")
+    assert wc_in == [
+        str(node_file(run, "ID0000002")),
+        str(sums),
+        str(run / "scratch" / "pegasus.html"),
+    ]
     node_doc = json.loads(node_file(run, "ID0000002").read_text())
     (spec,) = node_doc["specs"]
     assert spec["inputs"][0]["sources"][0]["url"] == "file://${_CONDOR_SCRATCH_DIR}/pegasus.html"
     assert spec["outputs"][0]["destinations"] == [
-        {"url": "file://${_CONDOR_SCRATCH_DIR}/_ferry_o0", "site": "local"}]
+        {"url": "file://${_CONDOR_SCRATCH_DIR}/_ferry_o0", "site": "local"}
+    ]
     assert node_doc["returns"][0]["dests"][0]["url"] == f"file://{tmp_path}/outputs/count.txt"
 
     out = submit(run, StandIn(monkeypatch), capsys=capsys)
@@ -269,21 +320,30 @@ def test_seed_pipeline_condorio(tmp_path: Path, nginx_server, monkeypatch, capsy
     # the job ran in its scratch directory from what HTCondor transferred
     (wc_run,) = result.runs["ID0000002"]
     assert sorted(p.name for p in wc_run.scratch.iterdir() if p.is_file()) == [
-        "ID0000002.json", "_ferry_o0", "_ferry_r0.json", "pegasus.html"]
+        "ID0000002.json",
+        "_ferry_o0",
+        "_ferry_r0.json",
+        "_ferry_sums_ID0000001.json",
+        "pegasus.html",
+    ]
     assert (tmp_path / "outputs" / "count.txt").read_text() == "17 pegasus.html\n"
     assert not list(files_under(run / "scratch"))  # the cleanup node removed the page
     rc = yaml.safe_load((run / "replicas.out.yml").read_text())
-    assert rc["replicas"] == [{
-        "lfn": "count.txt",
-        "pfns": [{"site": "local", "pfn": f"file://{tmp_path}/outputs/count.txt"}],
-        "checksum": {"sha256": sha(b"17 pegasus.html\n")},
-    }]
+    assert rc["replicas"] == [
+        {
+            "lfn": "count.txt",
+            "pfns": [{"site": "local", "pfn": f"file://{tmp_path}/outputs/count.txt"}],
+            "checksum": {"sha256": sha(b"17 pegasus.html\n")},
+        }
+    ]
     (rec,) = records(run, "ID0000002")
     assert rec["status"] == "succeeded" and rec["attempt"] == 1
     assert rec["arguments"] == ["-l", "pegasus.html"]
     assert rec["workdir"].startswith(str(wc_run.scratch))  # it ran in the scratch directory
     assert [(t["direction"], t["lfn"], t["route"]) for t in rec["transfers"]] == [
-        ("input", "pegasus.html", "htcondor"), ("output", "count.txt", "htcondor")]
+        ("input", "pegasus.html", "htcondor"),
+        ("output", "count.txt", "htcondor"),
+    ]
     assert rec["transfers"][0]["source"] == f"file://{run}/scratch/pegasus.html"
     assert rec["transfers"][1]["dest"] == f"file://{tmp_path}/outputs/count.txt"
     assert rec["transfers"][1]["sha256"] == "sha256:" + sha(b"17 pegasus.html\n")
@@ -318,8 +378,9 @@ def test_orcasound_condorio(tmp_path: Path, monkeypatch) -> None:  # type: ignor
         if job.transformation == "merge_predictions":
             job.add_dagman_profile(priority=10)
     tc = wf.transformation_catalog
-    tc.transformations[next(k for k in tc.transformations if "convert2wav" in k)] \
-        .add_dagman_profile(retry=3)
+    tc.transformations[
+        next(k for k in tc.transformations if "convert2wav" in k)
+    ].add_dagman_profile(retry=3)
     wf.write(str(tmp_path / "workflow.yml"))
     run = plan_condor(tmp_path, "-D", "dagman.gpu.maxjobs=2")
     doc = plan_doc(run)
@@ -338,10 +399,13 @@ def test_orcasound_condorio(tmp_path: Path, monkeypatch) -> None:  # type: ignor
     assert dag.nodes["merge_s1"].submit != dag.nodes["merge_all"].submit  # other levels
     # the stageable executable and the hydrophone data come with the job
     wav = dag.nodes["wav_s1_b2"]
-    inputs = file_list(expanded(run / "htcondor" / wav.submit, wav.vars)
-                       .expand("transfer_input_files"))
-    assert inputs[1:] == [str(tmp_path / "bin" / "convert2wav.py"),
-                          str(tmp_path / "data" / f"sensor_1/hls/{TS}/batch_2.ts")]
+    inputs = file_list(
+        expanded(run / "htcondor" / wav.submit, wav.vars).expand("transfer_input_files")
+    )
+    assert inputs[1:] == [
+        str(tmp_path / "bin" / "convert2wav.py"),
+        str(tmp_path / "data" / f"sensor_1/hls/{TS}/batch_2.ts"),
+    ]
 
     StandIn(monkeypatch)
     assert cli.main(["submit", str(run)]) == 0
@@ -364,12 +428,17 @@ def test_orcasound_condorio(tmp_path: Path, monkeypatch) -> None:  # type: ignor
     assert ts_in["source"] == f"file://{tmp_path}/data/sensor_1/hls/{TS}/batch_1.ts"
     registered = yaml.safe_load((run / "replicas.out.yml").read_text())["replicas"]
     assert {r["lfn"] for r in registered} == {
-        "predictions_all.json", "predictions_sensor_1.json", "predictions_sensor_2.json",
+        "predictions_all.json",
+        "predictions_sensor_1.json",
+        "predictions_sensor_2.json",
         *(f"png/sensor_{s}/{TS}/batch_{b}.png" for s in (1, 2) for b in (1, 2, 3)),
     }
     # nothing HTCondor brought back is left behind
-    left = [p.name for p in (run / "htcondor" / "nodes").rglob("*")
-            if re.search(r"\.(o\d+|r\d+\.json)$", p.name)]
+    left = [
+        p.name
+        for p in (run / "htcondor" / "nodes").rglob("*")
+        if re.search(r"\.(o\d+|r\d+\.json)$", p.name)
+    ]
     assert left == []
     st = json.loads(ferry("statistics", str(run), "--json").stdout)
     assert st["jobs"]["succeeded"] == len(jobs) and st["tasks"]["succeeded"] == len(jobs)
@@ -379,17 +448,24 @@ def test_orcasound_condorio(tmp_path: Path, monkeypatch) -> None:  # type: ignor
 # --- nonsharedfs, staging through WebDAV ------------------------------------------------------
 
 
-def test_seed_pipeline_nonsharedfs_through_webdav(tmp_path: Path, nginx_server, webdav_server,  # type: ignore[no-untyped-def]
-                                                 monkeypatch) -> None:
+def test_seed_pipeline_nonsharedfs_through_webdav(
+    tmp_path: Path,
+    nginx_server,
+    webdav_server,  # type: ignore[no-untyped-def]
+    monkeypatch,
+) -> None:
     (nginx_server.root / "pegasus").mkdir(exist_ok=True)
     (nginx_server.root / "pegasus" / "ns.html").write_text("a\nb\nc\n")
     wf = seed_pipeline(f"{nginx_server.url}/pegasus/ns.html")
     dav = webdav_server.url
     sc = SiteCatalog().add_sites(
-        Site("condorpool").add_directories(
+        Site("condorpool")
+        .add_directories(
             Directory(Directory.SHARED_SCRATCH, "/scratch").add_file_servers(
-                FileServer(f"{dav}/scratch", Operation.ALL))
-        ).add_pegasus_profile(data_configuration="nonsharedfs"),
+                FileServer(f"{dav}/scratch", Operation.ALL)
+            )
+        )
+        .add_pegasus_profile(data_configuration="nonsharedfs"),
     )
     wf.add_site_catalog(sc)
     wf.write(str(tmp_path / "workflow.yml"))
@@ -400,8 +476,12 @@ def test_seed_pipeline_nonsharedfs_through_webdav(tmp_path: Path, nginx_server, 
         if node.noop:
             continue
         sub = expanded(run / "htcondor" / node.submit, node.vars)
-        # only the node file goes with the job; only the records come back
-        assert file_list(sub.expand("transfer_input_files")) == [str(node_file(run, node.name))]
+        # only the node file (and the parents' output sums) go with the job; only the
+        # records come back
+        parents = [p for p in node.parents if not dag.nodes[p].noop]
+        sums = [str(node_file(run, p).with_name(f"_ferry_sums_{p}.json")) for p in parents]
+        first, *rest = file_list(sub.expand("transfer_input_files"))
+        assert first == str(node_file(run, node.name)) and sorted(rest) == sorted(sums)
         assert file_list(sub.expand("transfer_output_files")) == ["_ferry_r0.json"]
     StandIn(monkeypatch)
     assert cli.main(["submit", str(run)]) == 0
@@ -411,7 +491,9 @@ def test_seed_pipeline_nonsharedfs_through_webdav(tmp_path: Path, nginx_server, 
     (rec,) = records(run, "ID0000002")
     run_id = plan_doc(run)["options"]["run_id"]
     page = next(t for t in rec["transfers"] if t["direction"] == "input")
-    assert page["source"].startswith(f"{dav.replace('webdav', 'http')}") or page["source"].startswith(dav)
+    assert page["source"].startswith(f"{dav.replace('webdav', 'http')}") or page[
+        "source"
+    ].startswith(dav)
     assert page["source"].endswith(f"/scratch/pipeline/{run_id}/pegasus.html")
     # the page went through WebDAV and the cleanup node removed it there
     assert not (webdav_server.root / "scratch" / "pipeline" / run_id / "pegasus.html").exists()
@@ -425,17 +507,28 @@ def test_retry_failure_rescue_and_resubmit(tmp_path: Path, monkeypatch, capsys) 
     flaky_mark, fix = tmp_path / "flaky-ran", tmp_path / "fixed"
     wf = Workflow("rescue")
     wf.add_jobs(
-        Job("sh", _id="first").add_args("-c", "echo 1 > one.txt")
+        Job("sh", _id="first")
+        .add_args("-c", "echo 1 > one.txt")
         .add_outputs(File("one.txt"), stage_out=False),
-        Job("sh", _id="flaky").add_args(
-            "-c", f"if [ -e {flaky_mark} ]; then cat one.txt > two.txt; else touch {flaky_mark};"
-            " echo boom >&2; exit 3; fi")
-        .add_inputs(File("one.txt")).add_outputs(File("two.txt")),
-        Job("sh", _id="broken").add_args(
-            "-c", f"test -e {fix} || {{ echo not-yet >&2; exit 9; }}; cat one.txt > three.txt")
-        .add_inputs(File("one.txt")).add_outputs(File("three.txt")).add_dagman_profile(retry=0),
-        Job("sh", _id="last").add_args("-c", "cat three.txt > four.txt")
-        .add_inputs(File("three.txt")).add_outputs(File("four.txt")),
+        Job("sh", _id="flaky")
+        .add_args(
+            "-c",
+            f"if [ -e {flaky_mark} ]; then cat one.txt > two.txt; else touch {flaky_mark};"
+            " echo boom >&2; exit 3; fi",
+        )
+        .add_inputs(File("one.txt"))
+        .add_outputs(File("two.txt")),
+        Job("sh", _id="broken")
+        .add_args(
+            "-c", f"test -e {fix} || {{ echo not-yet >&2; exit 9; }}; cat one.txt > three.txt"
+        )
+        .add_inputs(File("one.txt"))
+        .add_outputs(File("three.txt"))
+        .add_dagman_profile(retry=0),
+        Job("sh", _id="last")
+        .add_args("-c", "cat three.txt > four.txt")
+        .add_inputs(File("three.txt"))
+        .add_outputs(File("four.txt")),
     )
     wf.write(str(tmp_path / "workflow.yml"))
     run = plan_condor(tmp_path)
@@ -451,10 +544,17 @@ def test_retry_failure_rescue_and_resubmit(tmp_path: Path, monkeypatch, capsys) 
     assert first.final_post == 1 and first.rescue is not None
     fl = records(run, "flaky")
     assert [(r["attempt"], r["status"], r["exit_code"]) for r in fl] == [
-        (1, "failed", 3), (2, "succeeded", 0)]
+        (1, "failed", 3),
+        (2, "succeeded", 0),
+    ]
     assert "boom" in fl[0]["stderr_tail"]
     assert [e["event"] for e in journal(run) if e["job"] == "flaky"] == [
-        "started", "failed", "retry", "started", "succeeded"]
+        "started",
+        "failed",
+        "retry",
+        "started",
+        "succeeded",
+    ]
 
     st = status(run)
     assert st["status"] == "failure"
@@ -483,7 +583,9 @@ def test_retry_failure_rescue_and_resubmit(tmp_path: Path, monkeypatch, capsys) 
     assert second.failed == set() and second.final_post == 0
     assert set(second.runs) == {"broken", "last"}
     assert [(r["attempt"], r["status"]) for r in records(run, "broken")] == [
-        (1, "failed"), (2, "succeeded")]
+        (1, "failed"),
+        (2, "succeeded"),
+    ]
     assert (tmp_path / "outputs" / "four.txt").read_text() == "1\n"
     st = status(run)
     assert st["status"] == "success" and st["counts"]["succeeded"] == 4
@@ -508,11 +610,18 @@ def test_cluster_is_one_node_and_each_member_has_its_record(tmp_path: Path, monk
     parts = []
     for i in range(6):
         f = File(f"part{i}")
-        wf.add_jobs(Job("part", _id=f"p{i}").add_args("-c", f"echo {i} > part{i}")
-                    .add_outputs(f, stage_out=False))
+        wf.add_jobs(
+            Job("part", _id=f"p{i}")
+            .add_args("-c", f"echo {i} > part{i}")
+            .add_outputs(f, stage_out=False)
+        )
         parts.append(f)
-    wf.add_jobs(Job("merge", _id="m").add_args("-c", "cat " + " ".join(f"part{i}" for i in range(6))
-                                               + " > all").add_inputs(*parts).add_outputs(File("all")))
+    wf.add_jobs(
+        Job("merge", _id="m")
+        .add_args("-c", "cat " + " ".join(f"part{i}" for i in range(6)) + " > all")
+        .add_inputs(*parts)
+        .add_outputs(File("all"))
+    )
     wf.write(str(tmp_path / "workflow.yml"))
     run = plan_condor(tmp_path)
     dag = check_dag(run)
@@ -521,7 +630,13 @@ def test_cluster_is_one_node_and_each_member_has_its_record(tmp_path: Path, monk
     node = dag.nodes[node_names_of(run)[clusters[0]["id"]]]
     sub = expanded(run / "htcondor" / node.submit, node.vars)
     assert file_list(sub.expand("transfer_output_files")) == [
-        "_ferry_o0", "_ferry_o1", "_ferry_o2", "_ferry_r0.json", "_ferry_r1.json", "_ferry_r2.json"]
+        "_ferry_o0",
+        "_ferry_o1",
+        "_ferry_o2",
+        "_ferry_r0.json",
+        "_ferry_r1.json",
+        "_ferry_r2.json",
+    ]
     StandIn(monkeypatch)
     assert cli.main(["submit", str(run)]) == 0
     result = simulate(run / "htcondor" / "clustered.dag", tmp_path)
@@ -555,8 +670,11 @@ def test_submit_commands_map_profiles_as_pegasus_does() -> None:
             "pegasus": {"memory": "1024"},
         },
         Res(cpus=4, memory_mb=1024, disk_mb=10, gpus=2),
-        ep_python="/opt/ferry/bin/python", condor_dir="/runs/r1/htcondor",
-        workflow="wf", run_id="r1", warnings=warnings,
+        ep_python="/opt/ferry/bin/python",
+        condor_dir="/runs/r1/htcondor",
+        workflow="wf",
+        run_id="r1",
+        warnings=warnings,
     )
     sub = htcondor2.Submit(d)
     assert sub["request_cpus"] == "4" and sub["request_memory"] == "4096"
@@ -566,16 +684,26 @@ def test_submit_commands_map_profiles_as_pegasus_does() -> None:
     assert classad2.ExprTree(sub["MY.ProjectName"]).eval() == "Orcasound"
     assert classad2.ExprTree(sub["MY.JobDurationCategory"]).eval() == "Medium"
     assert sub["accounting_group_user"] == "alice"
-    assert condor_args(sub["arguments"]) == ["-m", "ferry.planner.condor_node", "$(ferry_node).json"]
+    assert condor_args(sub["arguments"]) == [
+        "-m",
+        "ferry.planner.condor_node",
+        "$(ferry_node).json",
+    ]
     assert any("'arguments' is ignored" in w for w in warnings)
     text = str(sub)
-    assert "MY.ProjectName = \"Orcasound\"" in text and text.rstrip().endswith("queue")
+    assert 'MY.ProjectName = "Orcasound"' in text and text.rstrip().endswith("queue")
 
 
 def test_node_names_are_dagman_safe_and_unique() -> None:
     names = node_names(["a.b", "a_b", "PARENT", "x+y", "job:1", "ok-1"], {"ferry_final"})
-    assert names == {"a.b": "a_b", "a_b": "a_b_2", "PARENT": "n_PARENT", "x+y": "x_y",
-                     "job:1": "job_1", "ok-1": "ok-1"}
+    assert names == {
+        "a.b": "a_b",
+        "a_b": "a_b_2",
+        "PARENT": "n_PARENT",
+        "x+y": "x_y",
+        "job:1": "job_1",
+        "ok-1": "ok-1",
+    }
 
 
 def test_inputs_with_one_name_and_plan_errors(tmp_path: Path) -> None:
@@ -585,11 +713,18 @@ def test_inputs_with_one_name_and_plan_errors(tmp_path: Path) -> None:
         p.write_text(p.parent.name)
     from Pegasus.api import ReplicaCatalog
 
-    rc = ReplicaCatalog().add_replica("local", "x/same.txt", str(a)).add_replica(
-        "local", "y/same.txt", str(b))
+    rc = (
+        ReplicaCatalog()
+        .add_replica("local", "x/same.txt", str(a))
+        .add_replica("local", "y/same.txt", str(b))
+    )
     wf = Workflow("names").add_replica_catalog(rc)
-    wf.add_jobs(Job("cat", _id="j").add_args("x/same.txt", "y/same.txt")
-                .add_inputs(File("x/same.txt"), File("y/same.txt")).set_stdout(File("out")))
+    wf.add_jobs(
+        Job("cat", _id="j")
+        .add_args("x/same.txt", "y/same.txt")
+        .add_inputs(File("x/same.txt"), File("y/same.txt"))
+        .set_stdout(File("out"))
+    )
     wf.write(str(tmp_path / "workflow.yml"))
     res = ferry("plan", "workflow.yml", "--dir", "run", "--backend", "htcondor", cwd=tmp_path)
     ok(res)
@@ -600,8 +735,17 @@ def test_inputs_with_one_name_and_plan_errors(tmp_path: Path) -> None:
     first, second = sorted(srcs, key=lambda lfn: "${" not in srcs[lfn])
     assert srcs[first] == "file://${_CONDOR_SCRATCH_DIR}/same.txt"
     assert srcs[second] == f"file://{a if second.startswith('x/') else b}"
-    bad = ferry("plan", "workflow.yml", "--dir", "run2", "--backend", "htcondor",
-                "--ep-python", "python3", cwd=tmp_path)
+    bad = ferry(
+        "plan",
+        "workflow.yml",
+        "--dir",
+        "run2",
+        "--backend",
+        "htcondor",
+        "--ep-python",
+        "python3",
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and "must be an absolute path" in bad.stderr
     bad = ferry("plan", "workflow.yml", "--dir", "run3", "--submit", cwd=tmp_path)
     assert bad.returncode == 2 and "--submit needs --backend htcondor" in bad.stderr
@@ -621,8 +765,9 @@ def test_submit_with_the_real_bindings_reports_what_is_missing(tmp_path: Path) -
     assert res.returncode == 1
     assert "HTCondor did not take the DAG" in res.stderr and "condor_dagman" in res.stderr
     assert not any(e["event"] == "workflow-started" for e in journal(run))
-    res = ferry("plan", "workflow.yml", "--dir", "run2", "--backend", "htcondor", "--submit",
-                cwd=tmp_path)
+    res = ferry(
+        "plan", "workflow.yml", "--dir", "run2", "--backend", "htcondor", "--submit", cwd=tmp_path
+    )
     assert res.returncode == 1 and "condor_dagman" in res.stderr
     local = ferry("submit", str(tmp_path / "nope"))
     assert local.returncode == 2
@@ -641,15 +786,24 @@ def test_status_reads_dagmans_node_status_file(tmp_path: Path, monkeypatch) -> N
     ts = int(journal(run)[-1]["t"]) + 1
 
     def node(name: str, st: int, details: str = "") -> str:
-        return (f'[ Type = "NodeStatus"; Node = "{name}"; NodeStatus = {st};'
-                f' StatusDetails = "{details}"; RetryCount = 0; JobProcsQueued = 0; ]')
+        return (
+            f'[ Type = "NodeStatus"; Node = "{name}"; NodeStatus = {st};'
+            f' StatusDetails = "{details}"; RetryCount = 0; JobProcsQueued = 0; ]'
+        )
 
-    (run / "htcondor" / "watch.dag.status").write_text("\n".join([
-        f'[ Type = "DagStatus"; DagFiles = {{ "watch.dag" }}; Timestamp = {ts}; DagStatus = 3;'
-        " NodesTotal = 5; NodesDone = 1; NodesQueued = 2; NodesPost = 1; NodesFailed = 0; ]",
-        node("j0", 5), node("j1", 3, "running"), node("j2", 3, "idle"), node("j3", 4),
-        f'[ Type = "StatusEnd"; EndTime = {ts}; NextUpdate = {ts + 30}; ]',
-    ]))
+    (run / "htcondor" / "watch.dag.status").write_text(
+        "\n".join(
+            [
+                f'[ Type = "DagStatus"; DagFiles = {{ "watch.dag" }}; Timestamp = {ts}; DagStatus = 3;'
+                " NodesTotal = 5; NodesDone = 1; NodesQueued = 2; NodesPost = 1; NodesFailed = 0; ]",
+                node("j0", 5),
+                node("j1", 3, "running"),
+                node("j2", 3, "idle"),
+                node("j3", 4),
+                f'[ Type = "StatusEnd"; EndTime = {ts}; NextUpdate = {ts + 30}; ]',
+            ]
+        )
+    )
     st = status(run)
     assert st["status"] == "running"
     assert st["counts"]["succeeded"] == 1 and st["counts"]["running"] == 2
@@ -665,8 +819,7 @@ def test_post_script_for_a_node_job_removed_from_the_queue(tmp_path: Path) -> No
     run = plan_condor(tmp_path)
     node = dag_of(run).nodes["t"]
     (node_file(run, "t").parent / "t.err").write_text("held: input missing\n")
-    macros = {"$JOB": "t", "$RETURN": "-1002", "$RETRY": "0", "$MAX_RETRIES": "1",
-              "$JOBID": "7.0"}
+    macros = {"$JOB": "t", "$RETURN": "-1002", "$RETRY": "0", "$MAX_RETRIES": "1", "$JOBID": "7.0"}
     assert run_post(run / "htcondor", node.post, macros) == 1
     ev = [e for e in journal(run) if e["job"] == "t"]
     assert [(e["event"], e["attempt"]) for e in ev] == [("started", 1), ("failed", 1), ("retry", 2)]
@@ -680,8 +833,11 @@ def test_an_output_changed_in_transfer_fails_the_attempt(tmp_path: Path) -> None
     """The POST script checks each condorio output against the sha256 the worker recorded
     on the execute point before it puts it in place."""
     wf = Workflow("tamper")
-    wf.add_jobs(Job("sh", _id="w").add_args("-c", "echo genuine > result.txt")
-                .add_outputs(File("result.txt")))
+    wf.add_jobs(
+        Job("sh", _id="w")
+        .add_args("-c", "echo genuine > result.txt")
+        .add_outputs(File("result.txt"))
+    )
     wf.write(str(tmp_path / "workflow.yml"))
     run = plan_condor(tmp_path)
     node = dag_of(run).nodes["w"]
@@ -704,3 +860,45 @@ def test_an_output_changed_in_transfer_fails_the_attempt(tmp_path: Path) -> None
     assert run_post(run / "htcondor", node.post, macros) == 0
     assert (tmp_path / "outputs" / "result.txt").read_text() == "genuine\n"
     assert [r["attempt"] for r in records(run, "w")] == [1, 2]
+
+
+# --- intermediate files: checked against what their producer's record gave ---------------------
+
+
+def test_an_intermediate_file_changed_between_nodes_fails_its_consumer(  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch
+) -> None:
+    """As PegasusLite checks intermediate files against the parents' .meta: each node's
+    POST script writes the sums of what it staged out, its children's jobs bring them in
+    and check the files they read against them."""
+    mk = script(tmp_path / "mk", "open('a.txt', 'w').write('good')\n")
+    tamper = script(
+        tmp_path / "tamper",
+        "import glob\n"
+        f"for f in glob.glob({str(tmp_path / 'run')!r} + '/**/a.txt', recursive=True):\n"
+        "    open(f, 'w').write('evil')\n"
+        "open('b.txt', 'w').write('b')\n",
+    )
+    tc = TransformationCatalog().add_transformations(
+        Transformation("mk", site="local", pfn=str(mk)),
+        Transformation("tamper", site="local", pfn=str(tamper)),
+        Transformation("cat", site="local", pfn="/bin/cat"),
+    )
+    a, b = File("a.txt"), File("b.txt")
+    j1 = Job("mk", _id="mk").add_outputs(a, stage_out=False)
+    j2 = Job("tamper", _id="tamper").add_outputs(b, stage_out=False)
+    j3 = Job("cat", _id="use").add_args(a, b).add_inputs(a, b).set_stdout(File("out.txt"))
+    j3.add_dagman_profile(retry=0)
+    wf = Workflow("inter").add_jobs(j1, j2, j3).add_dependency(j1, children=[j2])
+    wf.add_transformation_catalog(tc)
+    wf.write(str(tmp_path / "workflow.yml"))
+    run = plan_condor(tmp_path)
+    StandIn(monkeypatch)
+    assert cli.main(["submit", str(run)]) == 0
+    (tmp_path / "exec").mkdir()
+    result = simulate(run / "htcondor" / "inter.dag", tmp_path / "exec")
+    assert result.failed == {"use"}, result
+    [rec] = records(run, "use")
+    [bad] = [t for t in rec["transfers"] if t["lfn"] == "a.txt"]
+    assert bad["expected_sha256"] == f"sha256:{sha(b'good')}" and not bad["ok"]
+    assert not (tmp_path / "outputs" / "out.txt").exists()
