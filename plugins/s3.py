@@ -546,7 +546,7 @@ class S3Protocol(Protocol):
         site = self._sites.get(cache_key)
         if site is not None:
             return site
-        conf = self.context.credentials.for_url(url)
+        conf = self._section(url)
         endpoint = _endpoint_url(conf.get("endpoint") or conf.get("endpoint_url"), url.scheme)
         style = (conf.get("addressing_style") or "").strip().lower() or None
         if style is not None and style not in ("path", "virtual", "auto"):
@@ -572,6 +572,22 @@ class S3Protocol(Protocol):
         )
         self._sites[cache_key] = site
         return site
+
+    def _section(self, url: URL) -> dict[str, str]:
+        """The credentials for ``url``; an s3s:// URL also reads the s3:// sections
+        (each right after its s3s:// twin, so the more specific still wins)."""
+        creds = self.context.credentials
+        names = creds.candidates(url)
+        if url.scheme == "s3s":
+            names = [
+                twin
+                for name in names
+                for twin in ((name, "s3" + name[3:]) if name.startswith("s3s://") else (name,))
+            ]
+        merged: dict[str, str] = {}
+        for name in reversed(names):
+            merged.update(creds.section(name))
+        return merged
 
     def client(self, site: _Site) -> BaseClient:
         """The shared client of ``site`` (built on first use)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.gs import KIT_BUCKET, GcsServer, start_fake_gcs
+from tests.fixtures.s3 import SeaweedS3, start_seaweedfs
 from tests.fixtures.sftp import (
     SshServer,
     keygen,
@@ -265,3 +266,59 @@ def test_known_hosts_markers_and_revoked_keys(sshd_server: SshServer, tmp_path: 
         error = _sftp_get(sshd_server, creds, env, tmp_path / "b.txt")
         assert "@revoked" in error and sshd_server.url("audit/kh/f.txt") in error
         assert not (tmp_path / "b.txt").exists()
+
+
+# -- s3 ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs-audit"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_s3s_urls_read_the_s3_sections(seaweed: SeaweedS3, tmp_path: Path) -> None:
+    """s3s:// is the same protocol as s3:// (docs/protocols/s3.md), so the
+    scheme-qualified `[s3://site]`, `[s3://user@site]` sections apply to it too (as
+    `[sftp://...]` ones do to scp://); an `[s3s://...]` section still wins."""
+    env = clean_env(tmp_path / "home")
+    env["AWS_CONFIG_FILE"] = str(tmp_path / "no-aws-config")
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "no-aws-credentials")
+    bucket = seaweed.create_bucket()
+    data = os.urandom(1000)
+    (tmp_path / "in.bin").write_bytes(data)
+    creds = tmp_path / "c.conf"
+    creds.write_text(
+        f"[s3://audit]\nendpoint = {seaweed.endpoint}\n\n"
+        f"[s3://u@audit]\naccess_key = {seaweed.access_key}\nsecret_key = {seaweed.secret_key}\n"
+    )
+    creds.chmod(0o600)
+    for scheme in ("s3", "s3s"):
+        url = f"{scheme}://u@audit/{bucket}/{scheme}.bin"
+        p = ferry(
+            "--credentials",
+            str(creds),
+            "--sha256",
+            sha(data),
+            str(tmp_path / "in.bin"),
+            url,
+            env=env,
+        )
+        assert p.returncode == 0, p.stdout + p.stderr
+        back = tmp_path / f"{scheme}.back"
+        p = ferry("--credentials", str(creds), "--sha256", sha(data), url, str(back), env=env)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert back.read_bytes() == data
+    # a more specific s3s:// section wins over its s3:// twin
+    creds.write_text(
+        creds.read_text() + "\n[s3s://u@audit]\nsecret_key = Wrong-Secret-planted-0001\n"
+    )
+    p = ferry(
+        "--credentials", str(creds), f"s3s://u@audit/{bucket}/s3s.bin", str(tmp_path / "x"), env=env
+    )
+    assert p.returncode == 1 and "Wrong-Secret-planted-0001" not in p.stdout + p.stderr
+    assert json.loads(p.stdout)["transfers"][0]["error_type"] == "AuthError"
+    assert not (tmp_path / "x").exists()
