@@ -1055,20 +1055,39 @@ class S3Protocol(Protocol):
         url: URL,
         bucket: str,
         call: Callable[[], Any],
+        *,
+        probe_on_5xx: bool = False,
     ) -> Any:
-        """``call()``; on NoSuchBucket create the bucket (if allowed) and call again."""
+        """``call()``; on NoSuchBucket create the bucket (if allowed) and call again.
+
+        ``probe_on_5xx``: SeaweedFS answers a CopyObject into a missing bucket with
+        500 InternalError, so after a 5xx a HeadBucket tells whether the bucket is
+        what is missing."""
         try:
             return call()
         except Exception as exc:
-            if (
-                not _is_client_error(exc)
-                or _code(exc) != "NoSuchBucket"
-                or not self.settings.create_bucket
+            if not _is_client_error(exc) or not self.settings.create_bucket:
+                raise
+            if _code(exc) != "NoSuchBucket" and (
+                not probe_on_5xx
+                or _status(exc) < 500
+                or not self._bucket_missing(client or self.client(site), bucket)
             ):
                 raise
         self._buckets.discard((site.key, bucket))
         self._ensure_bucket(site, client or self.client(site), url, bucket)
         return call()
+
+    @staticmethod
+    def _bucket_missing(client: BaseClient, bucket: str) -> bool:
+        """Whether HeadBucket says ``bucket`` does not exist (False when unsure)."""
+        try:
+            client.head_bucket(Bucket=bucket)
+        except Exception as exc:
+            return _is_client_error(exc) and (
+                _status(exc) == 404 or _code(exc) in ("NoSuchBucket", "NotFound")
+            )
+        return False
 
     def _put_multipart(
         self,
@@ -1225,6 +1244,7 @@ class S3Protocol(Protocol):
                             CopySource={"Bucket": sbucket, "Key": skey},
                             CopySourceIfMatch=head["ETag"],
                         ),
+                        probe_on_5xx=True,
                     )
                 else:
                     self._copy_multipart(dsite, client, sbucket, skey, dbucket, dkey, dst, head)

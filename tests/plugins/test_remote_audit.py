@@ -322,3 +322,30 @@ def test_s3s_urls_read_the_s3_sections(seaweed: SeaweedS3, tmp_path: Path) -> No
     assert p.returncode == 1 and "Wrong-Secret-planted-0001" not in p.stdout + p.stderr
     assert json.loads(p.stdout)["transfers"][0]["error_type"] == "AuthError"
     assert not (tmp_path / "x").exists()
+
+
+def test_s3_server_side_copy_into_a_new_bucket_env_only(seaweed: SeaweedS3, tmp_path: Path) -> None:
+    """Credentials from the AWS environment only (no credentials file); a server-side
+    copy into a bucket that does not exist yet creates it, as a put does (SeaweedFS
+    answers that CopyObject with 500 InternalError, not NoSuchBucket: it failed)."""
+    env = clean_env(tmp_path / "home")
+    env.update(
+        AWS_ACCESS_KEY_ID=seaweed.access_key,
+        AWS_SECRET_ACCESS_KEY=seaweed.secret_key,
+        AWS_ENDPOINT_URL_S3=seaweed.endpoint,
+        AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
+    )
+    data = os.urandom(5000)
+    (tmp_path / "in.bin").write_bytes(data)
+    src = f"s3://anysite/{seaweed.create_bucket()}/src.bin"
+    dst = f"s3://anysite/b-new-{os.urandom(5).hex()}/dst.bin"
+    p = ferry("--sha256", sha(data), str(tmp_path / "in.bin"), src, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = ferry("--sha256", sha(data), src, dst, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert json.loads(p.stdout)["transfers"][0]["route"] == "third-party"
+    p = ferry("--sha256", sha(data), dst, str(tmp_path / "back.bin"), env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert (tmp_path / "back.bin").read_bytes() == data
+    assert seaweed.secret_key not in p.stdout + p.stderr
