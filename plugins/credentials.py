@@ -41,7 +41,15 @@ from .url import URL
 
 __all__ = ["Credentials", "Secret", "find_credentials_file", "load_credentials"]
 
-SECRET_KEYS = ("password", "secret", "secret_key", "token", "session_token", "passphrase")
+SECRET_KEYS = (
+    "password",
+    "secret",
+    "secret_key",
+    "secret_access_key",
+    "token",
+    "session_token",
+    "passphrase",
+)
 
 
 class Secret(str):

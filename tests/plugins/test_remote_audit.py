@@ -349,3 +349,33 @@ def test_s3_server_side_copy_into_a_new_bucket_env_only(seaweed: SeaweedS3, tmp_
     assert p.returncode == 0, p.stdout + p.stderr
     assert (tmp_path / "back.bin").read_bytes() == data
     assert seaweed.secret_key not in p.stdout + p.stderr
+
+
+def test_aws_style_secret_key_in_the_credentials_file_is_a_secret(
+    seaweed: SeaweedS3, tmp_path: Path
+) -> None:
+    """The s3 plugin takes `aws_secret_access_key` for `secret_key` (as in
+    ~/.aws/credentials): it must load as a Secret too (it was a plain string), and work."""
+    from ferry.plugins.credentials import load_credentials
+    from ferry.plugins.url import parse_url
+
+    creds = tmp_path / "c.conf"
+    creds.write_text(
+        f"[aws]\nendpoint = {seaweed.endpoint}\n\n"
+        f"[u@aws]\naws_access_key_id = {seaweed.access_key}\n"
+        f"aws_secret_access_key = {seaweed.secret_key}\n"
+    )
+    creds.chmod(0o600)
+    conf = load_credentials(str(creds)).for_url(parse_url("s3://u@aws/b/k"))
+    value = conf["aws_secret_access_key"]
+    assert str(value) == "***" and f"{value}" == "***" and seaweed.secret_key not in repr(conf)
+
+    env = clean_env(tmp_path / "home")
+    env["AWS_CONFIG_FILE"] = str(tmp_path / "no-aws-config")
+    data = os.urandom(100)
+    (tmp_path / "in.bin").write_bytes(data)
+    url = f"s3://u@aws/{seaweed.create_bucket()}/k.bin"
+    p = ferry(
+        "--credentials", str(creds), "--sha256", sha(data), str(tmp_path / "in.bin"), url, env=env
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
