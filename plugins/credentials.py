@@ -165,7 +165,10 @@ def load_credentials(path: str | None = None) -> Credentials:
             parser.read_file(f)
     except configparser.Error as exc:
         # configparser messages quote lines, which may hold secrets: keep the position only
-        where = f" line {exc.lineno}" if hasattr(exc, "lineno") else ""
+        lineno = getattr(exc, "lineno", None)
+        if lineno is None and getattr(exc, "errors", None):  # ParsingError: (lineno, line)s
+            lineno = exc.errors[0][0]  # type: ignore[attr-defined]
+        where = f" line {lineno}" if lineno is not None else ""
         raise ConfigError(
             f"credentials file {path}:{where} not a valid INI file ({type(exc).__name__})"
         ) from None

@@ -379,3 +379,23 @@ def test_aws_style_secret_key_in_the_credentials_file_is_a_secret(
         "--credentials", str(creds), "--sha256", sha(data), str(tmp_path / "in.bin"), url, env=env
     )
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_malformed_credentials_file_names_the_line_not_the_secret(tmp_path: Path) -> None:
+    """docs/credentials.md: errors about a malformed file give the line number, never
+    the line (a line that is no `key = value` gave no line number at all)."""
+    creds = tmp_path / "c.conf"
+    creds.write_text("[site]\nsecret_key = Planted-Secret-1\nPlanted-Secret-2 without equals\n")
+    creds.chmod(0o600)
+    (tmp_path / "in.bin").write_bytes(b"x")
+    p = ferry(
+        "--credentials",
+        str(creds),
+        str(tmp_path / "in.bin"),
+        str(tmp_path / "out.bin"),
+        env=clean_env(tmp_path / "home"),
+    )
+    assert p.returncode == 1 and not (tmp_path / "out.bin").exists()
+    error = json.loads(p.stdout)["error"]
+    assert f"credentials file {creds}: line 3 " in error
+    assert "Planted-Secret" not in p.stdout + p.stderr
