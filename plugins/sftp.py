@@ -32,6 +32,7 @@ import hashlib
 import logging
 import os
 import queue
+import re
 import secrets
 import shlex
 import socket
@@ -334,14 +335,35 @@ def _host_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-def _load_known_hosts(path: str) -> tuple[paramiko.HostKeys, list[str]]:
-    """A known_hosts file: its keys, and the base64 blobs of its ``@revoked`` lines.
+def _host_patterns_match(patterns: list[str], name: str) -> bool:
+    """OpenSSH's known_hosts host patterns: ``*`` and ``?`` wildcards, case-insensitive,
+    and a matching ``!pattern`` rules the line out."""
+    hit = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        body = pattern[1:] if negated else pattern
+        regex = "".join(
+            ".*" if c == "*" else "." if c == "?" else re.escape(c) for c in body.lower()
+        )
+        if re.fullmatch(regex, name.lower()):
+            if negated:
+                return False
+            hit = True
+    return hit
+
+
+def _load_known_hosts(
+    path: str,
+) -> tuple[paramiko.HostKeys, list[tuple[list[str], paramiko.PKey]], list[str]]:
+    """A known_hosts file: its keys by host name, its lines with host patterns
+    (wildcards or negations), and the base64 blobs of its ``@revoked`` lines.
 
     Line by line, skipping what cannot be read (paramiko's own ``load`` gives up on
     the whole file at the first malformed or marker line)."""
     import paramiko
 
     table = paramiko.HostKeys()
+    wild: list[tuple[list[str], paramiko.PKey]] = []
     revoked = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -356,10 +378,14 @@ def _load_known_hosts(path: str) -> tuple[paramiko.HostKeys, list[str]]:
                 entry = paramiko.hostkeys.HostKeyEntry.from_line(" ".join(fields[:3]))
             except Exception:  # a malformed line or unknown key type: skipped, as ssh does
                 continue
-            if entry is not None and entry.key is not None:
-                for host in entry.hostnames:
-                    table.add(host, entry.key.get_name(), entry.key)
-    return table, revoked
+            if entry is None or entry.key is None:
+                continue
+            if any(c in host for host in entry.hostnames for c in "*?!"):
+                wild.append((entry.hostnames, entry.key))
+                continue
+            for host in entry.hostnames:
+                table.add(host, entry.key.get_name(), entry.key)
+    return table, wild, revoked
 
 
 class _HostKeys:
@@ -380,13 +406,15 @@ class _HostKeys:
             if p and os.path.isfile(p)
         ]
         self.tables: list[tuple[str, paramiko.HostKeys]] = []
+        self.wild: list[tuple[str, list[str], paramiko.PKey]] = []  # (file, patterns, key)
         self.revoked: set[str] = set()  # base64 key blobs under @revoked markers
         for path in self.files:
             try:
-                table, revoked = _load_known_hosts(path)
+                table, wild, revoked = _load_known_hosts(path)
             except OSError:
                 continue
             self.tables.append((path, table))
+            self.wild += [(path, patterns, key) for patterns, key in wild]
             self.revoked.update(revoked)
         self.accepted = paramiko.HostKeys()  # accepted by the policy in this process
         self.tables.append(("", self.accepted))
@@ -398,6 +426,7 @@ class _HostKeys:
             entry = table.lookup(name)
             if entry:
                 found += [(path, entry[kind]) for kind in entry.keys()]
+        found += [(path, key) for path, pats, key in self.wild if _host_patterns_match(pats, name)]
         return found
 
     def known_types(self, name: str) -> list[str]:
@@ -414,6 +443,12 @@ class _HostKeys:
         same_kind = [(path, k) for path, k in self._known(name) if k.get_name() == kind]
         if any(k.asbytes() == key.asbytes() for _, k in same_kind):
             return
+        if not same_kind and name.startswith("["):
+            # as OpenSSH: on another port than 22, the same key listed for the bare host
+            # is accepted too (a different one there makes the host unknown, not changed)
+            bare = name[1:].partition("]:")[0]
+            if any(k.asbytes() == key.asbytes() for _, k in self._known(bare)):
+                return
         if same_kind:
             path, known = same_kind[0]
             raise HostKeyRejected(

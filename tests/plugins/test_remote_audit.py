@@ -399,3 +399,41 @@ def test_malformed_credentials_file_names_the_line_not_the_secret(tmp_path: Path
     error = json.loads(p.stdout)["error"]
     assert f"credentials file {creds}: line 3 " in error
     assert "Planted-Secret" not in p.stdout + p.stderr
+
+
+def test_known_hosts_patterns_and_bare_host_as_openssh(
+    sshd_server: SshServer, tmp_path: Path
+) -> None:
+    """Host patterns (`[127.0.0.1]:*`, `*`) and, on a port other than 22, the key
+    listed for the bare host are accepted, as `ssh` accepts them (ferry refused them as
+    unknown); a different key for the bare host leaves the host unknown."""
+    (sshd_server.root / "audit/kh").mkdir(parents=True, exist_ok=True)
+    (sshd_server.root / "audit/kh/f.txt").write_bytes(b"hello")
+    env = clean_env(tmp_path / "home")
+    known = tmp_path / "known_hosts"
+    creds = write_credentials(
+        tmp_path / "c.conf",
+        {
+            f"127.0.0.1:{sshd_server.port}": {
+                "key": str(sshd_server.client_key),
+                "known_hosts": str(known),
+            }
+        },
+    )
+    blob = " ".join(sshd_server.host_key.with_suffix(".pub").read_text().split()[:2])
+    other = " ".join(keygen(tmp_path / "other").with_suffix(".pub").read_text().split()[:2])
+    for i, line in enumerate(
+        [
+            f"[127.0.0.1]:* {blob}",
+            f"10.0.0.1,[127.0.0.?]:{sshd_server.port} {blob}",
+            f"127.0.0.1 {blob}",
+        ]
+    ):
+        known.write_text(f"{line}\n")
+        assert _sftp_get(sshd_server, creds, env, tmp_path / f"{i}.txt") == "", line
+        assert (tmp_path / f"{i}.txt").read_bytes() == b"hello"
+    for line in (f"127.0.0.1 {other}", f"*,![127.0.0.1]:{sshd_server.port},!127.0.0.1 {blob}"):
+        known.write_text(f"{line}\n")
+        error = _sftp_get(sshd_server, creds, env, tmp_path / "no.txt")
+        assert "is not known" in error, line
+        assert not (tmp_path / "no.txt").exists()
