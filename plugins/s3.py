@@ -1209,8 +1209,12 @@ class S3Protocol(Protocol):
             )
         hide = ssite.secrets()
         _, hot, _, _ = self._open_hot(src)
-        with map_s3_exceptions(src, "HEAD", hide):
-            head = hot.head(sbucket, skey)
+        try:
+            with map_s3_exceptions(src, "HEAD", hide):
+                head = hot.head(sbucket, skey)
+        except NotFound as exc:  # a HEAD's 404 has no body to tell bucket from object
+            what = f"bucket {sbucket!r}" if self._bucket_missing(client, sbucket) else "object"
+            raise NotFound(f"COPY {src}: no such {what}", url=str(src), plugin="s3") from exc
         size = int(head.get("ContentLength") or 0)
         sha = _meta_sha256(head)
         if expected_sha256:

@@ -437,3 +437,28 @@ def test_known_hosts_patterns_and_bare_host_as_openssh(
         error = _sftp_get(sshd_server, creds, env, tmp_path / "no.txt")
         assert "is not known" in error, line
         assert not (tmp_path / "no.txt").exists()
+
+
+def test_s3_copy_from_a_missing_source_says_what_is_missing(
+    seaweed: SeaweedS3, tmp_path: Path
+) -> None:
+    """s3 -> s3 from a missing object or bucket: one line naming the URL and what is
+    missing (it was the bare "HEAD ...: 404 Not Found" of a body-less HEAD answer)."""
+    env = clean_env(tmp_path / "home")
+    env.update(
+        AWS_ACCESS_KEY_ID=seaweed.access_key,
+        AWS_SECRET_ACCESS_KEY=seaweed.secret_key,
+        AWS_ENDPOINT_URL=seaweed.endpoint,
+        AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
+    )
+    bucket = seaweed.create_bucket()
+    for src, missing in (
+        (f"s3://site/{bucket}/nothing.bin", "object"),
+        ("s3://site/no-such-bucket-q7/nothing.bin", "bucket 'no-such-bucket-q7'"),
+    ):
+        p = ferry(src, f"s3://site/{bucket}/copy.bin", env=env)
+        assert p.returncode == 1
+        report = json.loads(p.stdout)["transfers"][0]
+        assert report["error_type"] == "NotFound"
+        assert report["attempts"][0]["error"] == f"COPY {src}: no such {missing}"
