@@ -1539,8 +1539,20 @@ class SftpProtocol(Protocol):
                     if not self._is_dir(s, path):
                         raise again from None
             elif not self._is_dir(s, path):  # FX_FAILURE is how v3 says "exists"
+                if exc.code == FX_FAILURE and self._exists(s, path):
+                    raise SftpStatus(
+                        FX_FAILURE, f"{path} exists and is not a directory", "mkdir", path
+                    ) from None
                 raise
         conn.dirs.add(path)
+
+    @staticmethod
+    def _exists(s: _Session, path: str) -> bool:
+        try:
+            s.stat(path)
+        except SftpStatus:
+            return False
+        return True
 
     @staticmethod
     def _is_dir(s: _Session, path: str) -> bool:

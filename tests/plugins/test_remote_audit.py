@@ -462,3 +462,28 @@ def test_s3_copy_from_a_missing_source_says_what_is_missing(
         report = json.loads(p.stdout)["transfers"][0]
         assert report["error_type"] == "NotFound"
         assert report["attempts"][0]["error"] == f"COPY {src}: no such {missing}"
+
+
+def test_upload_below_a_remote_file_says_so(sshd_server: SshServer, tmp_path: Path) -> None:
+    """An upload whose parent "directory" is a file: one line naming the URL and the
+    file in the way (it said only "failure"); nothing is created."""
+    env = clean_env(tmp_path / "home")
+    creds = write_credentials(
+        tmp_path / "c.conf",
+        {
+            f"127.0.0.1:{sshd_server.port}": {
+                "key": str(sshd_server.client_key),
+                "known_hosts": str(sshd_server.known_hosts),
+            }
+        },
+    )
+    blocker = sshd_server.root / "audit/blocker"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_bytes(b"a file")
+    (tmp_path / "in.bin").write_bytes(b"x")
+    url = sshd_server.url("audit/blocker/sub/f.bin")
+    p = ferry("--credentials", str(creds), str(tmp_path / "in.bin"), url, env=env)
+    assert p.returncode == 1
+    error = json.loads(p.stdout)["transfers"][0]["attempts"][0]["error"]
+    assert error == f"put {url}: {blocker} exists and is not a directory"
+    assert blocker.read_bytes() == b"a file"
