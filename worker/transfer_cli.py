@@ -178,6 +178,8 @@ def _requests(args: argparse.Namespace) -> list[Request]:
         src = parse_url(args.src)
         if dest.scheme == "file" and (args.dest.endswith("/") or os.path.isdir(dest.path)):
             dest = parse_url(f"file://{os.path.join(dest.path, src.basename)}")
+        elif args.dest.endswith("/") and src.basename:  # a remote directory: keep the name
+            dest = dest.with_path(dest.path.rstrip("/") + "/" + src.basename)
         return [
             TransferRequest(
                 sources=[Endpoint(src)],

@@ -366,3 +366,13 @@ def test_http_proxy_wins_over_the_squid_and_unavailable_means_none(
     finally:
         squid.stop()
         proxy.stop()
+
+
+def test_a_remote_dest_ending_in_a_slash_keeps_the_name(
+    webdav_server: WebdavServer, tmp_path: Path
+) -> None:
+    data = os.urandom(5000)
+    (tmp_path / "named.bin").write_bytes(data)
+    p = ferry(str(tmp_path / "named.bin"), f"{webdav_server.url}/into/dir/", "--sha256", sha(data))
+    assert p.returncode == 0, p.stderr
+    assert (webdav_server.root / "into" / "dir" / "named.bin").read_bytes() == data
