@@ -29,6 +29,7 @@ For every :class:`~ferry.worker.request.TransferRequest` the engine
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -329,6 +330,9 @@ class Engine:
             pace.finish()
             raise
         self.threads_peak = max(self.threads_peak, pace.peak)
+        if _debug():
+            _log.debug("%d request(s) on up to %d thread(s), %d at most at once",
+                       len(phase), workers, pace.peak)  # fmt: skip
         if errors:
             raise errors[0]
         return [r for r in done if r is not None]
@@ -493,6 +497,11 @@ class Engine:
                     reported[0] = 0
                 t0 = time.monotonic()
                 route = self._route(src.url, req.dest.url, req)
+                if _debug():
+                    _log.debug(
+                        "%s: round %d: %s -> %s (%s)", req.label, round_no, src.url,
+                        req.dest.url, route,
+                    )  # fmt: skip
                 try:
                     done = self._guarded(route, src, req, progress)
                 except FerryError as exc:
@@ -765,6 +774,13 @@ def _on_network_fs(transfers: list[TransferRequest], sample: int = 32) -> bool:
         if len(dirs) >= sample:
             break
     return on_network_fs(sorted(dirs))
+
+
+_log = logging.getLogger("ferry.worker.engine")
+
+
+def _debug() -> bool:
+    return _log.isEnabledFor(logging.DEBUG)
 
 
 def _cores() -> int:

@@ -24,10 +24,13 @@ transfers on a slow link get their company without waiting for one to end.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 __all__ = ["Pace", "RAMP_BELOW", "WINDOW"]
+
+_log = logging.getLogger("ferry.worker.pace")
 
 #: seconds between looks at the process's CPU time
 WINDOW = 0.05
@@ -88,6 +91,11 @@ class Pace:
         cpu = time.process_time()
         could = min(self.working, self.cores) * (now - self._t0)
         if cpu - self._cpu0 < RAMP_BELOW * could:
+            _log.debug(
+                "threads: %d -> %d (the process used %.0f%% of the CPU %d thread(s) could)",
+                self.working, min(self.workers, 2 * self.working),
+                100 * (cpu - self._cpu0) / could if could else 0, self.working,
+            )  # fmt: skip
             self.working = min(self.workers, 2 * self.working)
             self.peak = max(self.peak, self.working)
             self._cond.notify_all()
