@@ -402,7 +402,8 @@ class Engine:
             self._rounds(one_round)
             result.ok = True
         except _AllSourcesFailed as exc:
-            result.error = f"{request.label}: {_describe(exc.last)}"
+            cause = _describe(exc.last)  # a plugin's message may name the request already
+            result.error = cause if cause.startswith(request.label) else f"{request.label}: {cause}"
             result.error_type = type(exc.last).__name__
         return result
 
@@ -554,10 +555,10 @@ class Engine:
             seen.add(key)
             tried.append(f"{a.source} ({a.error})")
         rounds = max((a.attempt for a in result.attempts), default=0)
-        return (
-            f"{req.label} -> {req.dest.url}: failed after {rounds} round(s);"
-            f" tried {'; '.join(tried)}"
-        )
+        dest = str(req.dest.url)
+        # the destination once: it is the label of a transfer with neither LFN nor id
+        head = dest if req.label == dest else f"{req.label} -> {dest}"
+        return f"{head}: failed after {rounds} round(s); tried {'; '.join(tried)}"
 
     def _failure(
         self, round_no: int, src: URL, dst: URL, route: str, t0: float, exc: FerryError
