@@ -400,10 +400,15 @@ class _HostKeys:
 
         self.settings = settings
         self.user_file = os.path.expanduser("~/.ssh/known_hosts")
+        # OpenSSH's default GlobalKnownHostsFile and UserKnownHostsFile, then ferry's own
+        defaults = (
+            "/etc/ssh/ssh_known_hosts",
+            "/etc/ssh/ssh_known_hosts2",
+            self.user_file,
+            self.user_file + "2",
+        )
         self.files = [
-            p
-            for p in ("/etc/ssh/ssh_known_hosts", self.user_file, settings.known_hosts)
-            if p and os.path.isfile(p)
+            p for p in dict.fromkeys((*defaults, settings.known_hosts)) if p and os.path.isfile(p)
         ]
         self.tables: list[tuple[str, paramiko.HostKeys]] = []
         self.wild: list[tuple[str, list[str], paramiko.PKey]] = []  # (file, patterns, key)

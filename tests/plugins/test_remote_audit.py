@@ -236,6 +236,25 @@ def test_host_key_in_any_known_hosts_file_is_accepted(
     assert not (tmp_path / "c.txt").exists()
 
 
+def test_host_key_in_known_hosts2_is_accepted(sshd_server: SshServer, tmp_path: Path) -> None:
+    """~/.ssh/known_hosts2 is one of OpenSSH's default UserKnownHostsFile entries."""
+    (sshd_server.root / "audit/kh2").mkdir(parents=True, exist_ok=True)
+    (sshd_server.root / "audit/kh2/f.txt").write_bytes(b"two")
+    home = tmp_path / "home"
+    env = clean_env(home)
+    (home / ".ssh").mkdir(mode=0o700)
+    creds = write_credentials(
+        tmp_path / "c.conf", {f"127.0.0.1:{sshd_server.port}": {"key": str(sshd_server.client_key)}}
+    )
+    (home / ".ssh/known_hosts2").write_text(
+        _known_line(sshd_server, sshd_server.host_key.with_suffix(".pub"))
+    )
+    url = sshd_server.url("audit/kh2/f.txt")
+    p = ferry("--credentials", str(creds), url, str(tmp_path / "f.txt"), env=env)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "f.txt").read_bytes() == b"two"
+
+
 def test_known_hosts_markers_and_revoked_keys(sshd_server: SshServer, tmp_path: Path) -> None:
     """A `@revoked` line (or any marker or malformed line) must not make the whole
     known_hosts file unreadable (it did: every connection failed with paramiko's
