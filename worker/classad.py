@@ -80,7 +80,40 @@ class _Reader:
             if kind != "name":
                 raise ClassAdError(f"expected an attribute name, found {name!r}")
             self.expect("=")
-            ad[name] = self.value()
+            start = self.pos
+            try:
+                value = self.value()
+                if self.peek() not in (("punct", ";"), ("punct", "]")):
+                    raise ClassAdError("not a literal")
+            except ClassAdError:
+                # an expression (strcat(...), a + b, MY.x): not a value the protocol
+                # needs, so skip it and read it as undefined
+                self.pos = start
+                self.skip_expression()
+                value = None
+            ad[name] = value
+
+    def skip_expression(self) -> None:
+        """Move past one expression: to the next ``;`` or ``]`` outside brackets and quotes."""
+        text, i, depth = self.text, self.pos, 0
+        while i < len(text):
+            c = text[i]
+            if c in "\"'":
+                i += 1
+                while i < len(text) and text[i] != c:
+                    i += 2 if text[i] == "\\" else 1
+            elif c in "([{":
+                depth += 1
+            elif c in ")]}":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif c == ";" and depth == 0:
+                break
+            i += 1
+        else:
+            raise ClassAdError("unterminated ClassAd")
+        self.pos = i
 
     def value(self) -> Value:
         tok = self.peek()
@@ -163,7 +196,9 @@ def lookup(ad: Mapping[str, Value], name: str) -> Value:
 
 
 def iter_file_ads(ads: Iterable[Mapping[str, Value]]) -> Iterable[Mapping[str, Value]]:
-    """The ads that name a file (protocol v4 also sends option-only ads)."""
+    """The ads that name a file (protocol v4 also sends option-only ads, with neither
+    ``Url`` nor ``LocalFileName``). An ad with only one of them is yielded: it is a
+    malformed file ad, which must get a (failed) result, not be dropped."""
     for ad in ads:
-        if lookup(ad, "Url") is not None and lookup(ad, "LocalFileName") is not None:
+        if lookup(ad, "Url") is not None or lookup(ad, "LocalFileName") is not None:
             yield ad

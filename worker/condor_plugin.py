@@ -24,7 +24,7 @@ from typing import Any
 
 from ferry.plugins.protocol import ProtocolContext
 from ferry.plugins.registry import Registry
-from ferry.plugins.url import LOCAL_SCHEMES, parse_url, redact
+from ferry.plugins.url import LOCAL_SCHEMES, URL, parse_url, redact
 
 from .classad import ClassAdError, Value, format_ad, format_old, iter_file_ads, lookup, parse_ads
 from .engine import Engine, TransferConfig, TransferResult
@@ -147,18 +147,30 @@ def _result_ad(
     return ad
 
 
+def _local_url(path: str) -> URL:
+    """``LocalFileName`` is a path, not a URL: no ``$VAR`` expansion, no ``%XX`` decoding."""
+    path = os.path.abspath(path)
+    return URL(raw=f"file://{path}", scheme="file", path=path)
+
+
 def transfer_ads(
     ads: Sequence[Mapping[str, Value]], *, upload: bool, engine: Engine
 ) -> list[dict[str, Value]]:
     """Transfer every file ad; return one result ad per input ad, in order."""
     jobs: list[tuple[int, str, str, TransferRequest | None, str | None]] = []
     for i, ad in enumerate(ads):
-        url_text = str(lookup(ad, "Url"))
-        local = str(lookup(ad, "LocalFileName"))
+        url_value, local_value = lookup(ad, "Url"), lookup(ad, "LocalFileName")
+        url_text = url_value if isinstance(url_value, str) else ""
+        local = local_value if isinstance(local_value, str) else ""
+        missing = [n for n, v in (("Url", url_text), ("LocalFileName", local)) if not v]
+        if missing:
+            error = f"input ad {i + 1} has no string {' or '.join(missing)}"
+            jobs.append((i, url_text, local, None, error))
+            continue
         try:
             url, sha = _split_sha(url_text)
             remote = Endpoint(parse_url(url))
-            path = Endpoint(parse_url(f"file://{os.path.abspath(local)}"))
+            path = Endpoint(_local_url(local))
             req = TransferRequest(
                 sources=[path if upload else remote],
                 dest=remote if upload else path,
