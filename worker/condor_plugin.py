@@ -15,6 +15,7 @@ the job on a non-zero exit; a failed ad alone would not). See docs/htcondor.md.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -22,6 +23,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ferry.plugins.credentials import Credentials, Secret
+from ferry.plugins.errors import ConfigError
 from ferry.plugins.protocol import ProtocolContext
 from ferry.plugins.registry import Registry
 from ferry.plugins.url import LOCAL_SCHEMES, URL, parse_url, redact
@@ -36,6 +39,8 @@ PLUGIN_VERSION = "1.0.0"
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1
 _FRAGMENT = re.compile(r"#sha256=([0-9a-fA-F]{64})$")
+#: ``NAME+https://...``: HTCondor's prefix naming the job credential $_CONDOR_CREDS/NAME.use
+_CRED_PREFIX = re.compile(r"^([A-Za-z0-9_.-]+)\+((?:https?|webdavs?)://.*)$", re.DOTALL)
 
 
 def _version() -> str:
@@ -72,11 +77,49 @@ def _split_sha(url: str) -> tuple[str, str | None]:
     return url[: m.start()], normalize_sha256(m.group(1))
 
 
+def _split_cred(url: str) -> tuple[str, str | None]:
+    """The URL without an HTCondor credential prefix (``NAME+https://``), and NAME."""
+    m = _CRED_PREFIX.match(url)
+    return (url, None) if m is None else (m.group(2), m.group(1))
+
+
+def _read_token(name: str) -> str:
+    """The bearer token in ``$_CONDOR_CREDS/NAME.use`` (``.`` in NAME is ``_`` in the
+    file name): the file's ``access_token`` when it holds JSON, else its text."""
+    folder = os.environ.get("_CONDOR_CREDS")
+    if not folder:
+        raise ConfigError(f"credential {name!r} asked for, but $_CONDOR_CREDS is not set")
+    path = os.path.join(folder, name.replace(".", "_") + ".use")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"credential {path}: {exc.strerror}") from None
+    if text.startswith("{"):
+        try:
+            text = str(json.loads(text).get("access_token") or "")
+        except (ValueError, AttributeError):
+            text = ""
+    if not text:
+        raise ConfigError(f"credential {path} holds no token")
+    return text
+
+
+def _add_token(context: ProtocolContext, url: URL, token: str) -> None:
+    """Send ``Authorization: Bearer TOKEN`` to the URL's server (as the credentials file's
+    ``header.Authorization`` key for ``scheme://host:port`` would)."""
+    creds = context.credentials
+    sections = {name: dict(creds[name]) for name in creds}
+    section = sections.setdefault(f"{url.scheme}://{url.netloc}", {})
+    section["header.Authorization"] = Secret(f"Bearer {token}")
+    context._credentials = Credentials(sections, creds.path)
+
+
 def _error_data(result: TransferResult, url: str) -> list[Value]:
     """TransferErrorData for a failed file, from the class of its last error."""
     kind = result.error_type or "TransferError"
     try:
-        server = parse_url(url).host or "localhost"
+        server = parse_url(_split_cred(url)[0]).host or "localhost"
     except Exception:
         server = "unknown"
     transient = bool(result.attempts and result.attempts[-1].transient)
@@ -113,7 +156,8 @@ def _result_ad(
     end: float,
     error: str | None = None,
 ) -> dict[str, Value]:
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    bare = _split_cred(url)[0]
+    scheme = bare.split(":", 1)[0].lower() if ":" in bare else ""
     ad: dict[str, Value] = {
         "TransferSuccess": bool(result and result.ok),
         "TransferProtocol": scheme,
@@ -169,7 +213,10 @@ def transfer_ads(
             continue
         try:
             url, sha = _split_sha(url_text)
+            url, cred = _split_cred(url)
             remote = Endpoint(parse_url(url))
+            if cred is not None:
+                _add_token(engine.registry.context, remote.url, _read_token(cred))
             path = Endpoint(_local_url(local))
             req = TransferRequest(
                 sources=[path if upload else remote],

@@ -9,31 +9,39 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import classad2
+import pytest
 
 from tests.servers import NginxServer
 
 PREFILL = b" " * (301 * 64)
 
 
-def plugin(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def plugin(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     beside = Path(sys.executable).parent / "ferry_plugin"
     exe = str(beside) if beside.exists() else shutil.which("ferry_plugin")
     assert exe, "the ferry_plugin console script is not installed"
-    env = {**os.environ, "FERRY_CONDOR_BACKOFF": "0.05", "FERRY_CONDOR_ATTEMPTS": "2"}
+    full = {**os.environ, "FERRY_CONDOR_BACKOFF": "0.05", "FERRY_CONDOR_ATTEMPTS": "2"}
     return subprocess.run(
-        [exe, *args], capture_output=True, text=True, cwd=cwd, timeout=120, env=env
+        [exe, *args], capture_output=True, text=True, cwd=cwd, timeout=120, env=full | (env or {})
     )
 
 
-def run_raw(tmp: Path, text: str, upload: bool = False) -> tuple[int, list[classad2.ClassAd]]:
+def run_raw(
+    tmp: Path, text: str, upload: bool = False, env: dict[str, str] | None = None
+) -> tuple[int, list[classad2.ClassAd]]:
     infile, outfile = tmp / ".ferry_plugin.in", tmp / ".ferry_plugin.out"
     infile.write_text(text)
     outfile.write_bytes(PREFILL)
     args = ["-infile", str(infile), "-outfile", str(outfile)] + (["-upload"] if upload else [])
-    p = plugin(*args, cwd=tmp)
+    p = plugin(*args, cwd=tmp, env=env)
     return p.returncode, list(classad2.parseAds(outfile.read_text()))
 
 
@@ -128,3 +136,64 @@ def test_truncated_input_still_fails_with_a_result(tmp_path: Path) -> None:
     code, results = run_raw(tmp_path, '[ Url = "file:///x"; LocalFileName = strcat("a"')
     assert code == 1
     assert len(results) == 1 and results[0]["TransferSuccess"] is False
+
+
+class _BearerHandler(BaseHTTPRequestHandler):
+    """Serves BODY at /data only to ``Authorization: Bearer TOKEN``; 401 otherwise."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:
+        ok = self.headers.get("Authorization") == f"Bearer {TOKEN}" and self.path == "/data"
+        body = BODY if ok else b"no"
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_GET  # noqa: N815
+
+
+TOKEN = "tok-123.abc"
+BODY = b"secret bytes\n"
+
+
+@pytest.fixture
+def bearer_url() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _BearerHandler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+
+
+def test_credential_prefixed_url_uses_the_job_token(bearer_url: str, tmp_path: Path) -> None:
+    """``NAME+https://...``: HTCondor's URL form for $_CONDOR_CREDS/NAME.use (. -> _)."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "my_tok.use").write_text(f'{{"access_token": "{TOKEN}", "expires_in": 600}}\n')
+    (creds / "plain.use").write_text(TOKEN + "\n")
+    sandbox = tmp_path / "sb"
+    sandbox.mkdir()
+    urls = [f"my.tok+{bearer_url}/data", f"plain+{bearer_url}/data", f"absent+{bearer_url}/data"]
+    text = "".join(
+        one_line({"Url": q(u), "LocalFileName": q(str(sandbox / f"f{i}"))})
+        for i, u in enumerate(urls)
+    )
+    code, results = run_raw(sandbox, text, env={"_CONDOR_CREDS": str(creds)})
+    assert code == 1
+    assert [r["TransferSuccess"] for r in results] == [True, True, False]
+    assert [r["TransferUrl"] for r in results] == urls
+    assert [r["TransferProtocol"] for r in results] == ["http", "http", "http"]
+    assert (sandbox / "f0").read_bytes() == BODY and (sandbox / "f1").read_bytes() == BODY
+    assert not (sandbox / "f2").exists()
+    assert "absent.use" in results[2]["TransferError"]
+    assert TOKEN not in "".join(str(r) for r in results)
