@@ -40,6 +40,9 @@ EXIT_SUCCESS = 0
 EXIT_FAILURE = 1
 _FRAGMENT = re.compile(r"#sha256=([0-9a-fA-F]{64})$")
 #: ``NAME+https://...``: HTCondor's prefix naming the job credential $_CONDOR_CREDS/NAME.use
+#: a full disk or quota on this node (ENOSPC, EDQUOT), which HTCondor wants told apart
+_NO_SPACE = re.compile(r"\[Errno 28\]|No space left on device")
+_QUOTA = re.compile(r"\[Errno 122\]|Disk quota exceeded")
 _CRED_PREFIX = re.compile(r"^([A-Za-z0-9_.-]+)\+((?:https?|webdavs?)://.*)$", re.DOTALL)
 
 
@@ -129,7 +132,15 @@ def _error_data(result: TransferResult, url: str) -> list[Value]:
         "Retryable": 0 if transient else -1,
         "DeveloperData": {"FerryErrorType": kind},
     }
-    if kind in ("AuthError", "PermissionDenied"):
+    message = result.error or ""
+    if _NO_SPACE.search(message) or _QUOTA.search(message):
+        data.update(
+            ErrorType="Transfer",
+            FailedServer=server,
+            FailureType="NoSpace" if _NO_SPACE.search(message) else "Quota",
+            Retryable=-1,
+        )
+    elif kind in ("AuthError", "PermissionDenied"):
         data.update(
             ErrorType="Authorization",
             FailedServer=server,

@@ -197,3 +197,41 @@ def test_credential_prefixed_url_uses_the_job_token(bearer_url: str, tmp_path: P
     assert not (sandbox / "f2").exists()
     assert "absent.use" in results[2]["TransferError"]
     assert TOKEN not in "".join(str(r) for r in results)
+
+
+def test_full_disk_is_a_transfer_error_of_type_no_space(
+    nginx_server: NginxServer, tmp_path: Path
+) -> None:
+    """ENOSPC on the sandbox: ErrorType Transfer, FailureType NoSpace (not Specification).
+    The sandbox is a 64 KiB tmpfs mounted in a private user+mount namespace."""
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare (util-linux) is needed for this test"
+    (nginx_server.root / "audit-big.bin").write_bytes(os.urandom(300_000))
+    sandbox = tmp_path / "sb"
+    sandbox.mkdir()
+    infile, outfile = tmp_path / ".ferry_plugin.in", tmp_path / ".ferry_plugin.out"
+    infile.write_text(
+        one_line(
+            {
+                "Url": q(f"{nginx_server.url}/audit-big.bin"),
+                "LocalFileName": q(str(sandbox / "big.bin")),
+            }
+        )
+    )
+    outfile.write_bytes(PREFILL)
+    exe = Path(sys.executable).parent / "ferry_plugin"
+    script = (
+        f"mount -t tmpfs -o size=64k tmpfs {sandbox} && "
+        f"exec {exe} -infile {infile} -outfile {outfile}"
+    )
+    env = {**os.environ, "FERRY_CONDOR_BACKOFF": "0.05", "FERRY_CONDOR_ATTEMPTS": "2"}
+    p = subprocess.run(
+        [unshare, "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert p.returncode == 1, p.stderr
+    [ad] = classad2.parseAds(outfile.read_text())
+    assert ad["TransferSuccess"] is False
+    err = ad["TransferErrorData"][0]
+    assert err["ErrorType"] == "Transfer" and err["FailureType"] == "NoSpace"
+    assert err["FailedServer"] == "127.0.0.1" and err["Retryable"] == -1
+    assert isinstance(err["ErrorCode"], int) and err["ErrorString"]
