@@ -43,6 +43,10 @@ _FRAGMENT = re.compile(r"#sha256=([0-9a-fA-F]{64})$")
 #: a full disk or quota on this node (ENOSPC, EDQUOT), which HTCondor wants told apart
 _NO_SPACE = re.compile(r"\[Errno 28\]|No space left on device")
 _QUOTA = re.compile(r"\[Errno 122\]|Disk quota exceeded")
+#: a host name that did not resolve: EAI_NONAME/EAI_NODATA say it does not exist,
+#: EAI_AGAIN that no name server answered
+_NO_NAME = re.compile(r"\[Errno -[25]\]|Name or service not known|No address associated")
+_NAME_AGAIN = re.compile(r"\[Errno -3\]|Temporary failure in name resolution")
 _CRED_PREFIX = re.compile(r"^([A-Za-z0-9_.-]+)\+((?:https?|webdavs?)://.*)$", re.DOTALL)
 
 
@@ -140,6 +144,15 @@ def _error_data(result: TransferResult, url: str) -> list[Value]:
             FailureType="NoSpace" if _NO_SPACE.search(message) else "Quota",
             Retryable=-1,
         )
+    elif _NO_NAME.search(message) or _NAME_AGAIN.search(message):
+        definitive = bool(_NO_NAME.search(message))
+        data.update(
+            ErrorType="Resolution",
+            FailedName=server,
+            FailureType="Definitive" if definitive else "PreContact",
+        )
+        if definitive:
+            data["Retryable"] = -1
     elif kind in ("AuthError", "PermissionDenied"):
         data.update(
             ErrorType="Authorization",

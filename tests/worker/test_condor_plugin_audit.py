@@ -235,3 +235,18 @@ def test_full_disk_is_a_transfer_error_of_type_no_space(
     assert err["ErrorType"] == "Transfer" and err["FailureType"] == "NoSpace"
     assert err["FailedServer"] == "127.0.0.1" and err["Retryable"] == -1
     assert isinstance(err["ErrorCode"], int) and err["ErrorString"]
+
+
+def test_unresolvable_host_is_a_resolution_error(tmp_path: Path) -> None:
+    """A name that does not resolve: ErrorType Resolution with FailedName and FailureType."""
+    url = "http://no-such-host.invalid/x"
+    code, results = run_raw(
+        tmp_path, one_line({"Url": q(url), "LocalFileName": q(str(tmp_path / "x"))})
+    )
+    assert code == 1
+    err = results[0]["TransferErrorData"][0]
+    assert err["ErrorType"] == "Resolution"
+    assert err["FailedName"] == "no-such-host.invalid"
+    assert err["FailureType"] in ("Definitive", "PreContact", "PostContact")
+    assert isinstance(err["ErrorCode"], int) and err["ErrorString"]
+    assert not (tmp_path / "x").exists()
