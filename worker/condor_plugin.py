@@ -27,7 +27,7 @@ from ferry.plugins.credentials import Credentials, Secret
 from ferry.plugins.errors import ConfigError
 from ferry.plugins.protocol import ProtocolContext
 from ferry.plugins.registry import Registry
-from ferry.plugins.url import LOCAL_SCHEMES, URL, parse_url, redact
+from ferry.plugins.url import IMAGE_SCHEMES, LOCAL_SCHEMES, URL, parse_url, redact
 
 from .classad import ClassAdError, Value, format_ad, format_old, iter_file_ads, lookup, parse_ads
 from .engine import Engine, TransferConfig, TransferResult
@@ -60,11 +60,13 @@ def _version() -> str:
 
 
 def supported_methods(registry: Registry) -> list[str]:
-    """Schemes to claim: ``$FERRY_CONDOR_METHODS`` if set, else every remote scheme ferry serves."""
+    """Schemes to claim: ``$FERRY_CONDOR_METHODS`` if set, else every remote scheme ferry
+    serves but container image references (``docker://``...: HTCondor and the container
+    runtimes take those themselves)."""
     chosen = os.environ.get("FERRY_CONDOR_METHODS")
     if chosen:
         return [m.strip() for m in chosen.split(",") if m.strip()]
-    return [s for s in registry.schemes() if s not in LOCAL_SCHEMES]
+    return [s for s in registry.schemes() if s not in LOCAL_SCHEMES and s not in IMAGE_SCHEMES]
 
 
 def capabilities(registry: Registry) -> dict[str, Value]:

@@ -52,6 +52,8 @@ def test_capabilities_ad() -> None:
     methods = ad["SupportedMethods"].split(",")
     assert {"http", "https", "s3", "gs", "sftp", "webdav"} <= set(methods)
     assert "file" not in methods
+    # container image references are HTCondor's and the runtimes' to pull
+    assert not {"docker", "shub", "library"} & set(methods)
 
 
 def test_downloads_with_one_failure(nginx_server: NginxServer, tmp_path: Path) -> None:
