@@ -103,3 +103,33 @@ def wait_for(cond, timeout: float = 60.0, what: str = "condition") -> None:  # t
 
 def files_under(path: Path) -> Iterator[Path]:
     return (p for p in path.rglob("*") if p.is_file())
+
+
+def intermediate_workflow(tmp: Path, tampered: str) -> None:
+    """Write ``tmp/workflow.yml``: ``mk`` writes a.txt (``good``), its child ``tamper``
+    overwrites every file matching the glob ``tampered`` with ``evil`` and writes b.txt,
+    and ``use`` (no retries) cats a.txt and b.txt into out.txt. With ``tampered``
+    matching nothing, a clean diamond's middle and end."""
+    from Pegasus.api import File, Job, Transformation, TransformationCatalog, Workflow
+
+    mk = script(tmp / "mk", "open('a.txt', 'w').write('good')\n")
+    tamper = script(
+        tmp / "tamper",
+        "import glob\n"
+        f"for f in glob.glob({tampered!r}, recursive=True):\n"
+        "    open(f, 'w').write('evil')\n"
+        "open('b.txt', 'w').write('b')\n",
+    )
+    tc = TransformationCatalog().add_transformations(
+        Transformation("mk", site="local", pfn=str(mk)),
+        Transformation("tamper", site="local", pfn=str(tamper)),
+        Transformation("cat", site="local", pfn="/bin/cat"),
+    )
+    a, b = File("a.txt"), File("b.txt")
+    j1 = Job("mk", _id="mk").add_outputs(a, stage_out=False)
+    j2 = Job("tamper", _id="tamper").add_outputs(b, stage_out=False)
+    j3 = Job("cat", _id="use").add_args(a, b).add_inputs(a, b).set_stdout(File("out.txt"))
+    j3.add_dagman_profile(retry=0)
+    wf = Workflow("inter").add_jobs(j1, j2, j3).add_dependency(j1, children=[j2])
+    wf.add_transformation_catalog(tc)
+    wf.write(str(tmp / "workflow.yml"))

@@ -24,7 +24,7 @@ from Pegasus.api import (  # isort: skip
     Workflow,
 )
 
-from .helpers import PY, ferry, script, sha
+from .helpers import PY, ferry, intermediate_workflow, script, sha
 
 
 def _failed_lines(out: str) -> list[str]:
@@ -154,27 +154,7 @@ def test_an_intermediate_file_changed_in_staging_fails_its_consumer(tmp_path: Pa
     """PegasusLite checks intermediate files against the sha256 their producer's record
     gave (the parent's .meta); so does ferry run: a file altered in staging between the
     jobs fails the job that reads it, naming the file."""
-    mk = script(tmp_path / "mk", "open('a.txt', 'w').write('good')\n")
-    tamper = script(
-        tmp_path / "tamper",
-        "import glob\n"
-        f"for f in glob.glob({str(tmp_path)!r} + '/run*/scratch/a.txt'):\n"
-        "    open(f, 'w').write('evil')\n"
-        "open('b.txt', 'w').write('b')\n",
-    )
-    tc = TransformationCatalog().add_transformations(
-        Transformation("mk", site="local", pfn=str(mk)),
-        Transformation("tamper", site="local", pfn=str(tamper)),
-        Transformation("cat", site="local", pfn="/bin/cat"),
-    )
-    a, b = File("a.txt"), File("b.txt")
-    j1 = Job("mk", _id="mk").add_outputs(a, stage_out=False)
-    j2 = Job("tamper", _id="tamper").add_outputs(b, stage_out=False)
-    j3 = Job("cat", _id="use").add_args(a, b).add_inputs(a, b).set_stdout(File("out.txt"))
-    j3.add_dagman_profile(retry=0)
-    wf = Workflow("inter").add_jobs(j1, j2, j3).add_dependency(j1, children=[j2])
-    wf.add_transformation_catalog(tc)
-    wf.write(str(tmp_path / "workflow.yml"))
+    intermediate_workflow(tmp_path, str(tmp_path) + "/run*/scratch/a.txt")
 
     res = ferry("run", "workflow.yml", "--dir", "run1", "-O", "out", cwd=tmp_path)
     assert res.returncode == 1, res.stdout + res.stderr

@@ -62,7 +62,16 @@ from .condor_sim import (
     run_post,
     simulate,
 )
-from .helpers import PY, ferry, files_under, journal, plan_doc, records, script, sha
+from .helpers import (
+    PY,
+    ferry,
+    files_under,
+    intermediate_workflow,
+    journal,
+    plan_doc,
+    records,
+    sha,
+)
 from .test_run import BATCHES, SENSORS, TS, expected_predictions, ok, orcasound
 
 
@@ -871,27 +880,7 @@ def test_an_intermediate_file_changed_between_nodes_fails_its_consumer(  # type:
     """As PegasusLite checks intermediate files against the parents' .meta: each node's
     POST script writes the sums of what it staged out, its children's jobs bring them in
     and check the files they read against them."""
-    mk = script(tmp_path / "mk", "open('a.txt', 'w').write('good')\n")
-    tamper = script(
-        tmp_path / "tamper",
-        "import glob\n"
-        f"for f in glob.glob({str(tmp_path / 'run')!r} + '/**/a.txt', recursive=True):\n"
-        "    open(f, 'w').write('evil')\n"
-        "open('b.txt', 'w').write('b')\n",
-    )
-    tc = TransformationCatalog().add_transformations(
-        Transformation("mk", site="local", pfn=str(mk)),
-        Transformation("tamper", site="local", pfn=str(tamper)),
-        Transformation("cat", site="local", pfn="/bin/cat"),
-    )
-    a, b = File("a.txt"), File("b.txt")
-    j1 = Job("mk", _id="mk").add_outputs(a, stage_out=False)
-    j2 = Job("tamper", _id="tamper").add_outputs(b, stage_out=False)
-    j3 = Job("cat", _id="use").add_args(a, b).add_inputs(a, b).set_stdout(File("out.txt"))
-    j3.add_dagman_profile(retry=0)
-    wf = Workflow("inter").add_jobs(j1, j2, j3).add_dependency(j1, children=[j2])
-    wf.add_transformation_catalog(tc)
-    wf.write(str(tmp_path / "workflow.yml"))
+    intermediate_workflow(tmp_path, str(tmp_path / "run") + "/**/a.txt")
     run = plan_condor(tmp_path)
     StandIn(monkeypatch)
     assert cli.main(["submit", str(run)]) == 0
