@@ -9,13 +9,19 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.gs import KIT_BUCKET, GcsServer, start_fake_gcs
-from tests.fixtures.s3 import SeaweedS3, start_seaweedfs
+from tests.fixtures.gs import (
+    KIT_BUCKET,
+    GcsServer,
+    gcs_server_fixture,  # noqa: F401 - the `gcs_server` fixture
+)
+from tests.fixtures.s3 import (
+    SeaweedS3,
+    s3_server_fixture,  # noqa: F401 - the `s3_server` fixture
+)
 from tests.fixtures.sftp import (
     SshServer,
     keygen,
@@ -143,13 +149,9 @@ def test_upload_onto_a_remote_directory_says_so(sshd_server: SshServer, tmp_path
 # -- gs: which of bucket or object is missing -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
-    server = start_fake_gcs(tmp_path_factory.mktemp("fake-gcs-audit"))
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest.fixture
+def gcs(gcs_server: GcsServer) -> GcsServer:
+    return gcs_server  # the session's fake-gcs-server
 
 
 def test_gs_missing_bucket_is_named(gcs: GcsServer, tmp_path: Path) -> None:
@@ -290,13 +292,9 @@ def test_known_hosts_markers_and_revoked_keys(sshd_server: SshServer, tmp_path: 
 # -- s3 ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs-audit"))
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest.fixture
+def seaweed(s3_server: SeaweedS3) -> SeaweedS3:
+    return s3_server  # the session's SeaweedFS (each test makes its own buckets)
 
 
 def test_s3s_urls_read_the_s3_sections(seaweed: SeaweedS3, tmp_path: Path) -> None:
