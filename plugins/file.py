@@ -30,6 +30,8 @@ from .url import URL
 
 __all__ = [
     "FileProtocol",
+    "IsDirectory",
+    "copy_tree",
     "make_symlink",
     "map_os_exceptions",
     "move",
@@ -82,6 +84,11 @@ def part_name(path: str) -> str:
     return f"{path}.ferry-part-{_PART_TAG}{os.getpid():x}-{next(_part_numbers)}"
 
 
+class IsDirectory(PermanentError):
+    """A ``file://`` source that is a directory: the engine copies it as a tree
+    (:func:`copy_tree`) where the destination is local, and fails otherwise."""
+
+
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
@@ -100,7 +107,7 @@ class FileProtocol(Protocol):
             try:
                 before = os.fstat(fd)
                 if S_ISDIR(before.st_mode):
-                    raise PermanentError(f"cannot read {path}: is a directory", url=str(url))
+                    raise IsDirectory(f"cannot read {path}: is a directory", url=str(url))
                 sink.set_size(before.st_size)
                 if sink.offset:
                     os.lseek(fd, sink.offset, os.SEEK_SET)
@@ -189,6 +196,65 @@ def make_symlink(target: str, link_path: str, *, verify_source: bool = True) -> 
         except BaseException:
             _unlink_quietly(tmp)
             raise
+
+
+def copy_tree(src: str, dest: str, progress: Callable[[int], None] | None = None) -> int:
+    """``cp -R -L src dest``, all or nothing: the bytes copied.
+
+    The tree is copied under a temporary name beside ``dest`` (symlinks
+    followed, modes kept, times not, as ``cp -R -L`` does) and renamed into
+    place; a directory already at ``dest`` is replaced, as a file would be.
+    After a failure nothing of the copy is left, and ``dest`` is as it was.
+    """
+    import shutil
+
+    copied = [0]
+
+    def copy_one(s: str, d: str) -> None:
+        try:
+            shutil.copy(s, d)
+        except OSError as exc:  # not left to copytree, which would go on copying the rest
+            raise os_error(exc, f"file://{s}", "copy") from exc
+        n = os.path.getsize(d)
+        copied[0] += n
+        if progress is not None:
+            progress(n)
+
+    with map_os_exceptions(f"file://{dest}", "copy directory to"):
+        if os.path.lexists(dest) and not os.path.isdir(dest):
+            raise PermanentError(
+                f"cannot copy directory {src} onto {dest}: it is not a directory",
+                url=f"file://{dest}",
+            )
+        real_src = os.path.realpath(src)
+        if os.path.realpath(dest).startswith(real_src.rstrip("/") + "/"):
+            raise PermanentError(
+                f"cannot copy directory {src} into itself ({dest})", url=f"file://{dest}"
+            )
+        os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+        tmp = part_name(dest)
+        try:
+            shutil.copytree(src, tmp, symlinks=False, copy_function=copy_one)
+            if os.path.isdir(dest):
+                old = part_name(dest)
+                os.rename(dest, old)
+                try:
+                    os.rename(tmp, dest)
+                except BaseException:
+                    os.rename(old, dest)
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, dest)
+        except shutil.Error as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            cause = exc.args[0][0][2] if exc.args and exc.args[0] else str(exc)
+            msg = f"cannot copy directory {src}: {cause}"
+            raise PermanentError(msg, url=f"file://{src}") from exc
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return copied[0]
 
 
 def _same_file(a: str, b: str) -> bool:

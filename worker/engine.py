@@ -50,6 +50,8 @@ from ferry.plugins.errors import (
     UnsupportedScheme,
 )
 from ferry.plugins.file import (
+    IsDirectory,
+    copy_tree,
     make_symlink,
     map_os_exceptions,
     move,
@@ -643,7 +645,12 @@ class Engine:
             move(src.url.local_path, dst.local_path)
             return _Done(size, sha)
         if route == "download":
-            return self._download(src.url, dst.local_path, req, progress)
+            try:
+                return self._download(src.url, dst.local_path, req, progress)
+            except IsDirectory:
+                if not src.url.is_local:
+                    raise
+                return self._copy_tree(src.url, dst.local_path, req, progress)
         if route == "upload":
             return self._upload(src.url.local_path, dst, req.sha256, progress)
         if route == "third-party":
@@ -671,6 +678,8 @@ class Engine:
         if src.is_local and dest_dir not in self._made_dirs and os.path.exists(dest):
             with contextlib.suppress(OSError):
                 if os.path.samefile(src.local_path, dest):
+                    if os.path.isdir(dest):  # cp -R of a directory onto itself
+                        return self._copy_tree(src, dest, req, progress)
                     sha = _hash_file(dest, req.sha256)
                     return _Done(os.path.getsize(dest), sha)
         proto = self.registry.protocol(src.scheme)
@@ -705,6 +714,20 @@ class Engine:
             sink.discard()  # after a failure: nothing of it stays
             self._scratch_drop(named)
         return _Done(sink.offset, sha)
+
+    def _copy_tree(
+        self, src: URL, dest: str, req: TransferRequest, progress: Callable[[int], None]
+    ) -> _Done:
+        """A directory source to a local destination: ``cp -R -L``, as pegasus-transfer
+        copies it. A directory has no sha256 of its own to check."""
+        if req.sha256:
+            raise PermanentError(
+                f"{src} is a directory: a sha256 can only be checked for a file", url=str(src)
+            )
+        with contextlib.suppress(OSError):
+            if os.path.samefile(src.local_path, dest):
+                return _Done(0, None)  # the source is the destination: nothing to do
+        return _Done(copy_tree(src.local_path, dest, progress), None)
 
     def _upload(
         self,
