@@ -24,6 +24,7 @@ import errno
 import hashlib
 import os
 from collections.abc import Callable, Iterator
+from stat import S_ISDIR
 from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 import msgspec
@@ -382,6 +383,8 @@ class Source:
         self.path = path
         self.expected_sha256 = expected_sha256
         st = os.stat(path)
+        if S_ISDIR(st.st_mode):  # only file -> file copies take a directory (cp -R)
+            raise IsADirectoryError(errno.EISDIR, "is a directory, not a file to upload", path)
         self.size = st.st_size
         self._mtime_ns = st.st_mtime_ns
         self._hash = hashlib.sha256()

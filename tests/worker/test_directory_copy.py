@@ -123,3 +123,13 @@ def test_directory_onto_a_file_fails_and_keeps_the_file(tmp_path: Path) -> None:
     assert p.returncode == 1
     assert "not a directory" in p.stderr
     assert (tmp_path / "plain.dat").read_bytes() == b"keep me"
+
+
+def test_directory_to_a_remote_destination_fails_at_once(tmp_path: Path) -> None:
+    # only file -> file copies take a directory; an upload is refused before any
+    # connection (nothing listens on port 1), so no round is spent retrying it
+    src = make_source(tmp_path)
+    p = ferry("transfer", "-m", "3", str(src), "webdav://127.0.0.1:1/run/copy")
+    assert p.returncode == 1
+    assert "is a directory, not a file to upload" in p.stderr
+    assert "failed after 1 round(s)" in p.stderr
