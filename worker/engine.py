@@ -709,6 +709,10 @@ class Engine:
             try:
                 sink.commit(dest, executable=req.executable)
             except OSError as exc:
+                if os.path.isdir(dest):  # not the part file's name, which the error carries
+                    raise PermanentError(
+                        f"cannot write {dest}: a directory is there", url=f"file://{dest}"
+                    ) from exc
                 raise os_error(exc, f"file://{dest}", "write") from exc
         finally:
             sink.discard()  # after a failure: nothing of it stays

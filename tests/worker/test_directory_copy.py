@@ -133,3 +133,15 @@ def test_directory_to_a_remote_destination_fails_at_once(tmp_path: Path) -> None
     assert p.returncode == 1
     assert "is a directory, not a file to upload" in p.stderr
     assert "failed after 1 round(s)" in p.stderr
+
+
+def test_file_onto_a_directory_names_the_directory(tmp_path: Path) -> None:
+    (tmp_path / "a.dat").write_bytes(b"data")
+    (tmp_path / "there" / "inside").mkdir(parents=True)
+    lst = [entry("a", [(f"file://{tmp_path}/a.dat", 100)], f"file://{tmp_path}/there")]
+    p = ferry("transfer", stdin=json.dumps(lst))
+    assert p.returncode == 1
+    assert f"cannot write {tmp_path}/there: a directory is there" in p.stderr
+    assert ".ferry-part-" not in p.stderr
+    assert [q.name for q in (tmp_path / "there").iterdir()] == ["inside"]
+    assert leftovers(tmp_path) == []
