@@ -77,6 +77,15 @@ class Summary(msgspec.Struct):
         }
 
 
+def _kind(record: AttemptRecord, max_attempts: int | None) -> str:
+    """How a failed try is labelled: only a transient failure before the last round is retried."""
+    if not record.transient:
+        return "permanent"
+    if max_attempts is not None and record.attempt >= max_attempts:
+        return "transient, no rounds left"
+    return "will retry"
+
+
 class LogProgress(Subscriber):
     """One log line per finished transfer and per failed try.
 
@@ -87,9 +96,15 @@ class LogProgress(Subscriber):
     Warnings and errors always go through ``logging``.
     """
 
-    def __init__(self, stream: TextIO | None = None, redact: Callable[[str], str] | None = None):
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        redact: Callable[[str], str] | None = None,
+        max_attempts: int | None = None,
+    ):
         self._stream = stream
         self._redact = redact
+        self._max_attempts = max_attempts
         self._lock = threading.Lock()
         self._second = -1
         self._stamp = ""
@@ -118,7 +133,7 @@ class LogProgress(Subscriber):
             request.label,
             record.attempt,
             record.source,
-            "will retry" if record.transient else "permanent",
+            _kind(record, self._max_attempts),
             record.error,
         )
 
@@ -144,7 +159,12 @@ class LogProgress(Subscriber):
 class RichProgress(Subscriber):
     """A progress bar over files, with bytes moved and the rate, on stderr."""
 
-    def __init__(self, total_files: int) -> None:
+    def __init__(
+        self,
+        total_files: int,
+        redact: Callable[[str], str] | None = None,
+        max_attempts: int | None = None,
+    ) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -157,6 +177,8 @@ class RichProgress(Subscriber):
         self._lock = threading.Lock()
         self._start = time.monotonic()
         self._bytes = 0
+        self._redact = redact
+        self._max_attempts = max_attempts
         self.console = Console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]transfer"),
@@ -185,11 +207,17 @@ class RichProgress(Subscriber):
             self.progress.update(self.task, moved=self._moved())
 
     def on_attempt_failed(self, request: Request, record: AttemptRecord) -> None:
-        self.console.print(
-            f"[yellow]{request.label}[/]: try {record.attempt} from {record.source} failed:"
-            f" {record.error}",
-            highlight=False,
+        from rich.text import Text
+
+        # plain text, not markup: a URL or an error may hold "[...]"; redacted as the log is
+        text = (
+            f": try {record.attempt} from {record.source} failed"
+            f" ({_kind(record, self._max_attempts)}): {record.error}"
         )
+        label = request.label
+        if self._redact is not None:
+            label, text = self._redact(label), self._redact(text)
+        self.console.print(Text.assemble((label, "yellow"), text), highlight=False)
 
     def on_done(self, result: TransferResult) -> None:
         with self._lock:

@@ -14,12 +14,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ferry.plugins.errors import ConfigError, FerryError
 from ferry.plugins.protocol import ProtocolContext
 from ferry.plugins.registry import Registry
-from ferry.plugins.url import parse_url, redact
+from ferry.plugins.url import URL, parse_url, redact
 
 from .engine import AttemptRecord, Engine, Subscriber, TransferConfig, TransferResult
 from .progress import LogProgress, RichProgress, Summary, is_terminal
@@ -48,6 +48,21 @@ exit status: 0 when every transfer succeeded, 1 otherwise.
 """
 
 
+def _number(kind: Callable[[str], float], low: float, what: str) -> Callable[[str], float]:
+    """An argparse ``type`` for a number of at least ``low``: anything else is a usage error."""
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return convert
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", nargs="?", metavar="SRC", help="source URL or path")
     parser.add_argument("dest", nargs="?", metavar="DEST", help="destination URL or path")
@@ -55,12 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-f",
         "--file",
         metavar="FILE",
-        help="read the JSON transfer list from FILE (default: stdin)",
+        help="read the JSON transfer list from FILE ('-' or default: stdin)",
     )
     parser.add_argument(
         "-m",
         "--max-attempts",
-        type=int,
+        type=_number(int, 1, "a number of rounds (1 or more)"),
         default=3,
         metavar="N",
         help="rounds over all sources before a transfer fails (default: 3)",
@@ -68,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-n",
         "--threads",
-        type=int,
+        type=_number(int, 0, "a number of threads (0 or more)"),
         default=0,
         metavar="N",
         help="transfers at once, at most; 0 means $PEGASUS_TRANSFER_THREADS, else 8"
@@ -104,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backoff",
-        type=float,
+        type=_number(float, 0, "a number of seconds (0 or more)"),
         default=1.0,
         metavar="SECONDS",
         help="first pause before a retry round; doubles each round, with jitter (default: 1)",
@@ -174,12 +189,18 @@ def _requests(args: argparse.Namespace) -> list[Request]:
             raise ConfigError("give either SRC DEST or --file, not both")
         if args.src is None or args.dest is None:
             raise ConfigError("SRC DEST needs both a source and a destination")
-        dest = parse_url(args.dest)
-        src = parse_url(args.src)
-        if dest.scheme == "file" and (args.dest.endswith("/") or os.path.isdir(dest.path)):
-            dest = parse_url(f"file://{os.path.join(dest.path, src.basename)}")
-        elif args.dest.endswith("/") and src.basename:  # a remote directory: keep the name
+        src = _cli_url(args.src, "SRC")
+        dest = _cli_url(args.dest, "DEST")
+        # DEST a directory (an existing local one, or any ending in "/"): keep SRC's name
+        if args.dest.endswith("/") or (dest.is_local and os.path.isdir(dest.path)):
+            if not src.basename:
+                raise ConfigError(
+                    f"DEST {dest} is a directory and SRC {src} has no file name to keep there:"
+                    " give DEST's file name"
+                )
             dest = dest.with_path(dest.path.rstrip("/") + "/" + src.basename)
+        if args.sha256 is not None and not args.sha256.strip():
+            raise ConfigError("--sha256 is empty: give the 64 hex digits of SRC's sha256")
         return [
             TransferRequest(
                 sources=[Endpoint(src)],
@@ -188,9 +209,9 @@ def _requests(args: argparse.Namespace) -> list[Request]:
                 executable=args.executable,
             )
         ]
-    if args.sha256 or args.executable:
+    if args.sha256 is not None or args.executable:
         raise ConfigError("--sha256 and --executable go with SRC DEST; put them in the JSON list")
-    if args.file:
+    if args.file and args.file != "-":
         name = args.file
         try:
             with open(name, "rb") as f:
@@ -200,7 +221,10 @@ def _requests(args: argparse.Namespace) -> list[Request]:
     else:
         name = "<stdin>"
         if sys.stdin is None or sys.stdin.isatty():
-            raise ConfigError("no transfers: give SRC DEST, --file FILE, or a JSON list on stdin")
+            raise ConfigError(
+                "no transfers: give SRC DEST, --file FILE, or a JSON list on stdin"
+                " (ferry transfer --help)"
+            )
         data = sys.stdin.buffer.read()
     meta = None
     if b"verify_checksum_remote" in data:
@@ -208,6 +232,13 @@ def _requests(args: argparse.Namespace) -> list[Request]:
 
         meta = read_meta_dir(".")
     return parse_transfer_list(data, source=name, meta_lookup=meta)
+
+
+def _cli_url(text: str, what: str) -> URL:
+    try:
+        return parse_url(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
 
 
 def _settings(pairs: Sequence[str]) -> dict[str, str]:
@@ -372,7 +403,10 @@ def _integrity_outputs(args: argparse.Namespace, results: Sequence[TransferResul
             elif not args.json:  # as pegasus-integrity: stdout without kickstart
                 sys.stdout.write(kickstart_fragment(s))
     if args.meta:
-        write_meta(args.meta, sums)
+        try:
+            write_meta(args.meta, sums)
+        except OSError as exc:  # name --meta, not the temporary file write_meta failed on
+            raise ConfigError(f"--meta {args.meta}: {exc.strerror}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -386,13 +420,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.critical("%s", exc)
         if args.json:
-            import json
-
-            print(json.dumps({"ok": False, "error": redact(str(exc)), "transfers": []}))
+            _print_report(Summary().finish(), [], error=redact(str(exc)), error_type="ConfigError")
         return 1
     config = TransferConfig(
         threads=threads,
-        max_attempts=max(1, args.max_attempts),
+        max_attempts=args.max_attempts,
         backoff_initial=args.backoff,
         symlink=args.symlink,
         tmpdir=args.tmpdir,
@@ -403,11 +435,11 @@ def run(args: argparse.Namespace) -> int:
     subscribers: list[Subscriber] = []
     bar: RichProgress | None = None
     if mode == "bar":
-        bar = RichProgress(len(requests))
+        bar = RichProgress(len(requests), redact, config.max_attempts)
         subscribers.append(bar)
     elif mode == "log":
         # per-transfer lines straight to stderr, formatted as _PegasusFormatter does
-        subscribers.append(LogProgress(sys.stderr, redact))
+        subscribers.append(LogProgress(sys.stderr, redact, config.max_attempts))
     clock = _AttemptClock()
     subscribers.append(clock)
     summary = Summary()
@@ -437,6 +469,14 @@ def run(args: argparse.Namespace) -> int:
         results = [blocked.get(id(r)) or next(ran) for r in requests]
     except KeyboardInterrupt:
         log.critical("Exiting due to signal %d; partial files were removed", caught[0])
+        if args.json:  # scripts still get one JSON document
+            _print_report(
+                summary.finish(),
+                [],
+                error=f"interrupted by signal {caught[0]} before the transfers finished",
+                error_type="Interrupted",
+            )
+            sys.stdout.flush()
         if caught[0] == signal.SIGTERM and previous in (signal.SIG_DFL, None):
             # pegasus-transfer has no SIGTERM handler: end as the signal ends a process,
             # without waiting for the running transfers; what they write in named files
@@ -454,30 +494,47 @@ def run(args: argparse.Namespace) -> int:
     summary.threads = engine.threads_peak
     summary.finish()
     _write_multipart(results, clock)
+    error = error_type = None
     try:
         _integrity_outputs(args, results)
     except (OSError, FerryError) as exc:
-        log.critical("cannot write integrity metadata: %s", exc)
-        return 1
+        # the transfers are done: still report them, but the run failed
+        error, error_type = f"cannot write integrity metadata: {exc}", type(exc).__name__
+        log.critical("%s", error)
     _log_integrity_metrics(results)
     _report_failures(results)
     log.info("%s", summary.line())
-    ok = summary.failed == 0
+    ok = summary.failed == 0 and error is None
     if ok:
         log.info("All transfers completed successfully.")
-    else:
+    elif summary.failed:
         log.critical("Some transfers failed! See above, and possibly stderr.")
+    else:
+        log.critical("All transfers completed, but their integrity metadata was not written.")
     if args.json:
-        report = {
-            "ok": ok,
-            "summary": summary.to_json(),
-            "transfers": [r.to_json() for r in results],
-        }
-        import json
-
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_report(summary, results, error=error, error_type=error_type)
     return 0 if ok else 1
+
+
+def _print_report(
+    summary: Summary,
+    results: Sequence[TransferResult],
+    *,
+    error: str | None = None,
+    error_type: str | None = None,
+) -> None:
+    """The ``--json`` document: always the same shape, whether or not anything ran."""
+    import json
+
+    report: dict[str, object] = {
+        "ok": error is None and summary.failed == 0,
+        "summary": summary.to_json(),
+        "transfers": [r.to_json() for r in results],
+    }
+    if error is not None:
+        report.update(error=error, error_type=error_type)
+    json.dump(report, sys.stdout, indent=2)
+    sys.stdout.write("\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
