@@ -63,7 +63,9 @@ class ProtocolEntry:
             reason = None
             if missing:
                 extra = self.info.extra
-                hint = f"pip install 'ferry[{extra}]'" if extra else "install it"
+                # the extra is the declaring distribution's (ferry's for the built-ins)
+                dist = self.distribution if self.distribution not in _NOT_DISTS else PROJECT
+                hint = f"pip install '{dist}[{extra}]'" if extra else "install it"
                 reason = f"{', '.join(missing)} is not installed ({hint})"
             self._unavailable = reason
         return self._unavailable  # type: ignore[return-value]
@@ -74,6 +76,10 @@ class ProtocolEntry:
 
     def __repr__(self) -> str:
         return f"ProtocolEntry({self.plugin!r}, {self.distribution!r}, {self.info.name!r})"
+
+
+#: what :attr:`ProtocolEntry.distribution` holds for a plugin that is no installed distribution
+_NOT_DISTS = frozenset({"(in process)", "?"})
 
 
 def _missing_modules(info: ProtocolInfo) -> list[str]:
@@ -88,6 +94,44 @@ def _missing_modules(info: ProtocolInfo) -> list[str]:
         if not found:
             missing.append(mod)
     return missing
+
+
+def _check_info(info: object) -> None:
+    """Raise :class:`PluginError` for a declaration ferry would misread.
+
+    ``schemes=("myproto")`` is a string, not a tuple: ``in`` would then match any
+    part of it ("my" too); an unknown capability ("copy") would never match.
+    """
+    if not isinstance(info, ProtocolInfo):
+        raise PluginError(f"returned {type(info).__name__}, not ProtocolInfo")
+    what = f"protocol {info.name!r}:"
+    if isinstance(info.schemes, str) or not info.schemes:
+        raise PluginError(f"{what} schemes must be a non-empty tuple, not {info.schemes!r}")
+    for scheme in info.schemes:
+        if not _is_scheme(scheme):
+            raise PluginError(f"{what} {scheme!r} is not a lower-case URL scheme")
+    if isinstance(info.capabilities, str):
+        raise PluginError(f"{what} capabilities must be a set, not {info.capabilities!r}")
+    known = [c.value for c in Capability]
+    for cap in info.capabilities:
+        if cap not in known:
+            raise PluginError(f"{what} unknown capability {cap!r} (known: {', '.join(known)})")
+    module, colon, attr = info.implementation.partition(":")
+    if not (module and colon and attr):
+        raise PluginError(
+            f"{what} implementation must be 'module:Class', not {info.implementation!r}"
+        )
+
+
+def _is_scheme(s: object) -> bool:
+    """A lower-case URL scheme (RFC 3986: a letter, then letters, digits, + . -)."""
+    return (
+        isinstance(s, str)
+        and s.isascii()
+        and s[:1].isalpha()
+        and s == s.lower()
+        and all(c.isalnum() or c in "+.-" for c in s)
+    )
 
 
 def _plugin_manager() -> pluggy.PluginManager:
@@ -136,6 +180,7 @@ class Registry:
         self._failures: list[LoadFailure] = []  # import / register failures
         self._hook_failures: list[LoadFailure] = []  # ferry_protocols() failures
         self._dists: dict[str, str] = {}
+        self._sources: dict[str, str] = {}  # plugin -> "distribution (module)", for failures
         self._entries: list[ProtocolEntry] | None = None
         self._instances: dict[str, Protocol] = {}
         self._lock = threading.Lock()  # building protocol instances
@@ -183,6 +228,7 @@ class Registry:
                 )
                 continue
             self._dists[ep.name] = dist
+            self._sources[ep.name] = f"{dist} ({ep.value})"
 
     @property
     def failures(self) -> list[LoadFailure]:
@@ -219,14 +265,15 @@ class Registry:
             names.append(name)
             try:
                 infos = impl.function()
+                if isinstance(infos, ProtocolInfo):
+                    raise PluginError("returned a ProtocolInfo, not a list of them")
                 infos = list(infos or [])
                 for info in infos:
-                    if not isinstance(info, ProtocolInfo):
-                        raise PluginError(f"returned {type(info).__name__}, not ProtocolInfo")
+                    _check_info(info)
             except Exception as exc:
-                self._hook_failures.append(
-                    LoadFailure(name, self._dists.get(name, "?"), f"ferry_protocols(): {exc}")
-                )
+                source = self._sources.get(name) or self._dists.get(name, "?")
+                reason = f"ferry_protocols(): {type(exc).__name__}: {exc}"
+                self._hook_failures.append(LoadFailure(name, source, reason))
                 continue
             dist = self._dists.get(name, "?")
             entries.extend(ProtocolEntry(name, dist, info) for info in infos)
@@ -241,9 +288,14 @@ class Registry:
         return entries
 
     def entry_for(self, scheme: str) -> ProtocolEntry:
-        """The protocol serving ``scheme``: the first available one declared."""
+        """The protocol serving ``scheme``: the first available one declared, ferry's
+        own before any other (a plugin cannot take over file:// or http:// by the
+        name of its distribution sorting first); ``ferry plugins`` shows the others
+        as shadowed."""
         scheme = scheme.lower()
         candidates = [e for e in self.entries() if scheme in e.info.schemes]
+        if len(candidates) > 1:
+            candidates.sort(key=lambda e: e.distribution != PROJECT)  # stable
         if not candidates:
             known = sorted({s for e in self.entries() for s in e.info.schemes})
             raise UnsupportedScheme(
@@ -296,7 +348,8 @@ class Registry:
             ) from exc
         except Exception as exc:
             raise PluginError(
-                f"plugin {entry.plugin!r} failed to start {entry.info.implementation}: {exc}",
+                f"plugin {entry.plugin!r} failed to start {entry.info.implementation}:"
+                f" {type(exc).__name__}: {exc}",
                 plugin=entry.plugin,
             ) from exc
         if not isinstance(proto, Protocol):

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from ferry.plugins.registry import Registry
+from ferry.plugins.errors import FerryError
+from ferry.plugins.registry import ProtocolEntry, Registry
 
 __all__ = ["add_arguments", "run"]
 
@@ -28,9 +29,40 @@ def _runtimes(registry: Registry) -> tuple[list[tuple[str, str, str | None]], li
     return found, problems
 
 
+def _shadowed(registry: Registry, entry: ProtocolEntry) -> dict[str, ProtocolEntry]:
+    """The schemes of an available ``entry`` that another protocol serves instead."""
+    if not entry.available:
+        return {}
+    others = {}
+    for scheme in entry.info.schemes:
+        try:
+            winner = registry.entry_for(scheme)
+        except FerryError:
+            continue
+        if winner is not entry:
+            others[scheme] = winner
+    return others
+
+
+def _status(entry: ProtocolEntry, shadowed: dict[str, ProtocolEntry]) -> str:
+    if not entry.available:
+        return f"unavailable: {entry.unavailable}"
+    if not shadowed:
+        return "ok"
+    taken = ", ".join(
+        f"{s}:// served by {w.info.name} ({w.distribution})" for s, w in shadowed.items()
+    )
+    return f"shadowed: {taken}" if len(shadowed) == len(entry.info.schemes) else f"ok; {taken}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())  # pluggy's validation errors span lines
+
+
 def run(args: argparse.Namespace) -> int:
     registry = Registry(use_cache=False)  # always the full discovery (it refreshes the cache)
     entries = registry.entries()
+    shadowed = {id(e): _shadowed(registry, e) for e in entries}
     runtimes, runtime_problems = _runtimes(registry)
     if args.json:
         data = {
@@ -43,12 +75,13 @@ def run(args: argparse.Namespace) -> int:
                     "capabilities": sorted(str(c) for c in e.info.capabilities),
                     "available": e.available,
                     "reason": e.unavailable,
+                    "shadowed": {s: w.info.name for s, w in shadowed[id(e)].items()},
                     "description": e.info.description,
                 }
                 for e in entries
             ],
             "failures": [
-                {"plugin": f.plugin, "source": f.source, "reason": f.reason}
+                {"plugin": f.plugin, "source": f.source, "reason": _one_line(f.reason)}
                 for f in registry.failures
             ],
             "runtimes": [
@@ -68,14 +101,14 @@ def run(args: argparse.Namespace) -> int:
                 f"{e.plugin} ({e.distribution})",
                 ", ".join(e.info.schemes),
                 ", ".join(sorted(str(c) for c in e.info.capabilities)),
-                "ok" if e.available else f"unavailable: {e.unavailable}",
+                _status(e, shadowed[id(e)]),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
     for f in registry.failures:
-        print(f"failed to load plugin {f.plugin!r} from {f.source}: {f.reason}")
+        print(f"failed to load plugin {f.plugin!r} from {f.source}: {_one_line(f.reason)}")
     print()
     rows = [("RUNTIME", "STATUS")]
     rows += [(n, f"ok ({b})" if r is None else f"unavailable: {r}") for n, b, r in runtimes]
