@@ -78,11 +78,11 @@ http = _Protocols(
     ProtocolInfo(
         name="http",
         schemes=("http", "https"),
-        capabilities=frozenset({_C.GET, _C.STAT, _C.RESUME}),
+        capabilities=frozenset({_C.GET, _C.PUT, _C.STAT, _C.RESUME}),
         implementation="ferry.plugins.http:HttpProtocol",
         requires=("httpx",),
         extra="http",
-        description="HTTP(S) downloads, resumed with Range requests",
+        description="HTTP(S) downloads, resumed with Range requests, and plain PUT uploads",
     )
 )
 

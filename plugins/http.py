@@ -69,7 +69,7 @@ from .errors import (
     TransferTimeout,
     TransientError,
 )
-from .protocol import Protocol, ProtocolContext, Sink, Stat
+from .protocol import Protocol, ProtocolContext, Sink, Source, Stat
 from .url import URL, parse_url, redact
 
 if TYPE_CHECKING:
@@ -788,6 +788,71 @@ class HttpProtocol(Protocol):
             size=int(length) if length and length.isdigit() else None,
             mtime=parse_http_date(response.headers.get("last-modified")),
         )
+
+    # -- upload --------------------------------------------------------------
+
+    def put(self, source: Source, url: URL, progress: Callable[[int], None] | None = None) -> None:
+        """One plain ``PUT`` of the file to the URL, query included, as HTCondor's
+        curl plugin uploads: to a pre-signed object-store URL, or a server that
+        takes PUT. The server decides when the object is visible; ``webdav://``
+        puts to a temporary name and moves it into place instead."""
+        url = parse_url(url)
+        if not url.basename or url.path.endswith("/"):
+            raise PermanentError(
+                f"PUT {url}: the URL names a directory, not a file", url=str(url), plugin=self.name
+            )
+        target = self.target(url)
+        self.put_body(source, url, target, progress)
+        try:
+            source.verify()
+        except TransferError:
+            self.delete_quietly(url, target)
+            raise
+
+    def put_body(
+        self,
+        source: Source,
+        url: URL,
+        target: str,
+        progress: Callable[[int], None] | None,
+        ok: Callable[[int], bool] | None = None,
+    ) -> int:
+        """PUT the source's bytes to ``target``; the status (a 2xx, or one ``ok`` takes)."""
+        try:
+            response = self.send(
+                "PUT",
+                url,
+                target,
+                content=counted(source.chunks(), progress),
+                headers={"Content-Length": str(source.size)},
+                ok=ok,
+            )
+        except TransferError as exc:
+            if source.bytes_read != source.size:  # short or long: the file changed
+                raise IncompleteTransfer(
+                    f"PUT {url}: {source.path} changed while it was read ({exc})",
+                    url=str(url),
+                    plugin=self.name,
+                ) from exc
+            raise
+        return response.status_code
+
+    def delete_quietly(self, url: URL, target: str) -> None:
+        """DELETE ``target``, ignoring any failure (the original error matters more)."""
+        try:
+            self._client.request("DELETE", target, auth=self.auth(url))
+        except Exception:
+            pass
+
+
+def counted(chunks: Iterator[bytes], progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    """The chunks, reporting each one's size to ``progress``."""
+    if progress is None:
+        yield from chunks
+        return
+    for chunk in chunks:
+        yield chunk
+        progress(len(chunk))
 
 
 def _spliceable(conn: http.client.HTTPConnection) -> bool:

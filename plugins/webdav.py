@@ -13,15 +13,13 @@ from __future__ import annotations
 import secrets
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote, unquote, urlsplit
 
 from .errors import (
-    IncompleteTransfer,
     NotFound,
     PermanentError,
-    TransferError,
 )
 from .http import HttpProtocol, parse_http_date
 from .protocol import ProtocolContext, Source, Stat
@@ -146,11 +144,11 @@ class WebdavProtocol(HttpProtocol):
         tmp = self.href(url, f"{parent}/{name}.ferry-part-{secrets.token_hex(4)}")
         self._ensure_collection(url, parent)
         try:
-            if self._put_body(source, url, tmp, progress) == 409:
+            if self.put_body(source, url, tmp, progress, ok=_ok_or_conflict) == 409:
                 # the cached parent went away since: make it again, once
                 self._forget_collections(url, parent)
                 self._ensure_collection(url, parent)
-                self._put_body(source, url, tmp, progress, retry=False)
+                self.put_body(source, url, tmp, progress)
             source.verify()
             self.send(
                 "MOVE",
@@ -159,43 +157,8 @@ class WebdavProtocol(HttpProtocol):
                 headers={"Destination": self.href(url, url.path), "Overwrite": "T"},
             )
         except BaseException:
-            self._delete_quietly(url, tmp)
+            self.delete_quietly(url, tmp)
             raise
-
-    def _put_body(
-        self,
-        source: Source,
-        url: URL,
-        target: str,
-        progress: Callable[[int], None] | None,
-        *,
-        retry: bool = True,
-    ) -> int:
-        """PUT the source's bytes to ``target``; return the status (409 only if ``retry``)."""
-        try:
-            response = self.send(
-                "PUT",
-                url,
-                target,
-                content=_counted(source.chunks(), progress),
-                headers={"Content-Length": str(source.size)},
-                ok=lambda s: 200 <= s < 300 or (retry and s == 409),
-            )
-        except TransferError as exc:
-            if source.bytes_read != source.size:  # short or long: the file changed
-                raise IncompleteTransfer(
-                    f"PUT {url}: {source.path} changed while it was read ({exc})",
-                    url=str(url),
-                    plugin=self.name,
-                ) from exc
-            raise
-        return response.status_code
-
-    def _delete_quietly(self, url: URL, target: str) -> None:
-        try:
-            self._client.request("DELETE", target, auth=self.auth(url))
-        except Exception:  # best effort: the original error matters more
-            pass
 
     # -- metadata --------------------------------------------------------------
 
@@ -243,14 +206,9 @@ class WebdavProtocol(HttpProtocol):
             self._forget_collections(url, url.path)
 
 
-def _counted(chunks: Iterator[bytes], progress: Callable[[int], None] | None) -> Iterator[bytes]:
-    """The chunks, reporting each one's size to ``progress``."""
-    if progress is None:
-        yield from chunks
-        return
-    for chunk in chunks:
-        yield chunk
-        progress(len(chunk))
+def _ok_or_conflict(status: int) -> bool:
+    """A 2xx, or 409 (a parent collection is missing) for the caller to handle."""
+    return 200 <= status < 300 or status == 409
 
 
 def _parse_multistatus(body: bytes, url: URL, plugin: str) -> list[tuple[str, Stat]]:

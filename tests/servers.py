@@ -192,6 +192,12 @@ http {{
         listen {host}:{port};
         root {root};
         location / {{ autoindex on; }}
+        # plain PUT and DELETE (no WebDAV collections), as an upload endpoint takes them
+        location /upload/ {{
+            dav_methods PUT DELETE;
+            create_full_put_path on;
+            client_max_body_size 0;
+        }}
     }}
 }}
 """
@@ -406,6 +412,29 @@ class _FaultHandler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self._serve(body=False)
+
+    def do_PUT(self) -> None:
+        """Store the body at the path (a new route, or new bytes for an existing one),
+        unless an injected fault answers instead."""
+        data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = unquote(urlsplit(self.path).path)
+        fault = self.fault
+        with fault.lock:
+            injected = fault._injected.pop() if fault._injected else None
+            if injected is None or injected[0] is None:
+                route = fault.routes.setdefault(path, Route())
+                route.data = data
+                route.requests.append(Seen("PUT", None, "Authorization" in self.headers))
+        if injected is not None and injected[0] is not None:
+            self._reply(injected[0], b"injected fault\n", injected[2])
+            return
+        self._reply(201, b"")
+
+    def do_DELETE(self) -> None:
+        path = unquote(urlsplit(self.path).path)
+        with self.fault.lock:
+            route = self.fault.routes.pop(path, None)
+        self._reply(404 if route is None else 204, b"")
 
     def _reply(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(code)

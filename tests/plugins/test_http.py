@@ -384,7 +384,8 @@ class TestHttpConformanceNginx(ProtocolConformance):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
 
-        return ConformanceEndpoint(base_url=f"{nginx_server.url}/kit", seed=seed)
+        # under /upload/, where nginx also takes PUT
+        return ConformanceEndpoint(base_url=f"{nginx_server.url}/upload/kit", seed=seed)
 
 
 class TestHttpConformanceFaults(ProtocolConformance):

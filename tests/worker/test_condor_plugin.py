@@ -95,6 +95,19 @@ def test_upload_to_webdav(webdav_server: WebdavServer, tmp_path: Path) -> None:
     assert (webdav_server.root / "condor" / "out.dat").read_bytes() == b"result bytes"
 
 
+def test_upload_to_https_style_url_is_a_plain_put(nginx_server: NginxServer, tmp_path: Path) -> None:
+    # as HTCondor's curl plugin uploads: one PUT to the URL (nginx takes PUT under /upload/)
+    data = os.urandom(300_000)
+    (tmp_path / "out.dat").write_bytes(data)
+    url = f"{nginx_server.url}/upload/condor/out.dat"
+    code, results = run_transfer(
+        tmp_path, [{"Url": url, "LocalFileName": str(tmp_path / "out.dat")}], upload=True
+    )
+    assert code == 0 and results[0]["TransferSuccess"] is True, results[0]
+    assert results[0]["TransferTotalBytes"] == len(data)
+    assert (nginx_server.root / "upload/condor/out.dat").read_bytes() == data
+
+
 def test_connection_refused_is_a_contact_error(tmp_path: Path) -> None:
     code, results = run_transfer(
         tmp_path, [{"Url": "http://127.0.0.1:9/x", "LocalFileName": str(tmp_path / "x")}]
