@@ -3,6 +3,9 @@ prepare a runtime, and wrap the job's command line (docs/containers.md)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +21,19 @@ from .request import Endpoint, TransferRequest
 if TYPE_CHECKING:
     from .job import JobWorker
 
-__all__ = ["ContainerRun", "prepare_container"]
+__all__ = ["SLOT_VARIABLES", "ContainerRun", "prepare_container"]
+
+log = logging.getLogger("ferry.worker")
+
+#: what the batch slot tells the job about the devices it was given (HTCondor sets
+#: these): passed into the container's otherwise clean environment, unless the job
+#: spec sets them, so that a job sees its own GPUs, not every GPU of the node
+SLOT_VARIABLES = (
+    "CUDA_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL",
+    "ROCR_VISIBLE_DEVICES",
+    "HIP_VISIBLE_DEVICES",
+)
 
 
 @dataclass
@@ -53,6 +68,28 @@ class ContainerRun:
             mounts=self.mounts,
             name=self.name,
         )
+
+    def cleanup(self) -> None:
+        """Remove the container after its client was killed (``docker rm --force NAME``,
+        as pegasus-lite does after its job): a killed ``docker run`` leaves it running."""
+        cmd = self.runtime.cleanup_command(self.name)
+        if not cmd:
+            return
+        try:
+            res = subprocess.run(
+                cmd,
+                env=self.runtime.host_env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("cannot remove container %s: %s", self.name, exc)
+            return
+        if res.returncode != 0:
+            log.debug("%s: exit %d: %s", " ".join(cmd), res.returncode, res.stderr.strip())
 
 
 def prepare_container(worker: JobWorker) -> ContainerRun:
@@ -113,7 +150,8 @@ def prepare_container(worker: JobWorker) -> ContainerRun:
         "linked": staged.linked,
         "path": staged.path,
     }
-    job_env = dict(spec.environment)
+    job_env = {k: os.environ[k] for k in SLOT_VARIABLES if k in os.environ}
+    job_env.update(spec.environment)
     job_env.update(FERRY_JOB_ID=spec.id, FERRY_WORK_DIR="/srv")
     return ContainerRun(
         runtime=runtime,
@@ -123,5 +161,7 @@ def prepare_container(worker: JobWorker) -> ContainerRun:
         gpus=spec.resources.gpus,
         gpu_vendor=spec.resources.gpu_vendor,
         mounts=list(image.mounts),
-        name=f"ferry-{spec.id}-{worker.record.attempt}",
+        # unique on the node (job ids repeat across workflows) and a valid container name
+        # whatever the job id: the work directory's name (ferry-<id>-<random>)
+        name=f"{os.path.basename(worker.workdir)}-{worker.record.attempt}",
     )

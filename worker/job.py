@@ -177,10 +177,11 @@ class JobWorker:
     def _steps(self) -> _Outcome:
         self._make_workdir()
         prepared = self._phase("container", self._container)
+        self._stop_if_evicted("container")
         self._phase("stage_in", self._stage_in)
+        self._stop_if_evicted("stage-in")
         self._phase("checkpoint_restore", self._restore_checkpoints)
-        if self.evicted:
-            return _Outcome(EXIT_EVICTED)
+        self._stop_if_evicted("stage-in")
         result = self._phase("run", lambda: self._run(prepared))
         if self.evicted or result.terminated:
             self.record.evicted = True
@@ -192,6 +193,15 @@ class JobWorker:
             return _Outcome(EXIT_JOB_FAILED)
         self._phase("stage_out", self._stage_out)
         return _Outcome(EXIT_OK)
+
+    def _stop_if_evicted(self, step: str) -> None:
+        """A TERM that came before the job started: record it, and do not start the job."""
+        if self.evicted:
+            self.record.evicted = True
+            self.record.fail(
+                step, f"the worker was sent TERM (eviction) during {step}; the job did not run"
+            )
+            raise _Stop(EXIT_EVICTED)
 
     def _phase(self, name: str, fn):  # type: ignore[no-untyped-def]
         t0 = time.monotonic()
@@ -230,7 +240,13 @@ class JobWorker:
         try:
             return prepare_container(self)
         except FerryError as exc:
-            self.record.fail("container", str(exc), url=self.spec.container.image)
+            self.record.fail(
+                "container",
+                str(exc),
+                url=self.spec.container.image,
+                expected=getattr(exc, "expected", None),
+                actual=getattr(exc, "actual", None),
+            )
             raise _Stop(EXIT_CONTAINER) from None
 
     def _stage_in(self) -> None:
@@ -243,7 +259,9 @@ class JobWorker:
                 lfn=i.lfn,
                 sha256=i.sha256,
                 executable=i.executable,
-                symlink=i.symlink,
+                # a link to a host path would dangle inside a container (which binds
+                # only the work directory): copy, as pegasus-lite does not --symlink there
+                symlink=i.symlink and self.spec.container is None,
             )
             for i in self.spec.inputs
         ]
@@ -317,7 +335,11 @@ class JobWorker:
         env.update(FERRY_JOB_ID=spec.id, FERRY_WORK_DIR=self.workdir)
         argv = self._argv()
         if prepared is not None:
-            argv, env = prepared.command(argv, env=env)  # type: ignore[attr-defined]
+            try:
+                argv, env = prepared.command(argv, env=env)  # type: ignore[attr-defined]
+            except FerryError as exc:
+                self.record.fail("container", str(exc), url=spec.container and spec.container.image)
+                raise _Stop(EXIT_CONTAINER) from None
         if stdin and not os.path.exists(stdin):
             self.record.fail("run", f"stdin file {spec.stdin} is not in the work directory")
             raise _Stop(EXIT_JOB_FAILED)
@@ -340,6 +362,10 @@ class JobWorker:
         except OSError as exc:
             self.record.fail("run", f"cannot start {argv[0]}: {exc.strerror or exc}")
             raise _Stop(EXIT_JOB_FAILED) from None
+        if prepared is not None and (
+            result.timed_out or result.terminated or result.signal is not None
+        ):
+            prepared.cleanup()  # type: ignore[attr-defined]
         rec = self.record
         rec.exit_code, rec.signal = result.exit_code, result.signal
         rec.timed_out = result.timed_out

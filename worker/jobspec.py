@@ -9,6 +9,8 @@ library.
 # No ``from __future__ import annotations`` here: msgspec would then resolve
 # every string annotation with eval() when it builds the decoder (at import,
 # on every job); evaluated annotations cost nothing.
+import re
+
 import msgspec
 
 from ferry.plugins.errors import ConfigError
@@ -179,13 +181,34 @@ def _check(spec: JobSpec, source: str) -> JobSpec:
         _relative(out.path or out.lfn, f"{source}: $.outputs[{i}].path")
     for i, ck in enumerate(spec.checkpoints):
         _relative(ck.path or ck.lfn, f"{source}: $.checkpoints[{i}].path")
+    for name in ("stdin", "stdout", "stderr"):
+        value = getattr(spec, name)
+        if value is not None:
+            _relative(value, f"{source}: $.{name}")
+    for name in ("stdout_must", "stdout_must_not", "stderr_must", "stderr_must_not"):
+        for i, pattern in enumerate(getattr(spec.success, name)):
+            _regex(pattern, f"{source}: $.success.{name}[{i}]")
     if spec.container is not None:
         spec.container.sha256 = normalize_sha256(
             spec.container.sha256, where=f"{source}: $.container.sha256"
         )
     if spec.timeout is not None and spec.timeout <= 0:
         raise ConfigError(f"{source}: $.timeout must be positive, not {spec.timeout}")
+    if spec.checkpoint_interval is not None and spec.checkpoint_interval <= 0:
+        raise ConfigError(
+            f"{source}: $.checkpoint_interval must be positive, not {spec.checkpoint_interval}"
+        )
+    if spec.kill_grace < 0:
+        raise ConfigError(f"{source}: $.kill_grace must not be negative, not {spec.kill_grace}")
     return spec
+
+
+def _regex(pattern: str, where: str) -> None:
+    """Refuse a success pattern that is no regular expression before the job runs."""
+    try:
+        re.compile(pattern, re.MULTILINE)
+    except re.error as exc:
+        raise ConfigError(f"{where}: {pattern!r} is not a regular expression: {exc}") from None
 
 
 def _relative(path: str, where: str) -> None:

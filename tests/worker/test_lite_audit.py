@@ -1,0 +1,392 @@
+"""`ferry worker` against what pegasus-lite does for a job (reference/pegasus-lite.md):
+eviction at any step, paths and patterns checked before anything runs, inputs a
+container can see, the slot's GPUs, containers removed after a kill, checkpoints.
+
+charliecloud really runs here. docker and apptainer cannot: their tests put a
+*stand-in* executable first on PATH that records its command line and environment
+and runs the job on the host in the work directory, as the real runtime would in
+the container (the only stand-ins in this file; they say so where they are used).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.containers.images import build_busybox_archive
+from tests.planner.helpers import ferry, records
+from tests.servers import FaultServer
+from tests.worker.test_worker import record, sha, workdirs, worker, write_spec
+
+# -- stand-in runtimes -----------------------------------------------------------------
+
+#: runs "exec [OPTIONS] IMAGE ARGV..." (apptainer) or "run [OPTIONS] IMAGE ARGS..."
+#: (docker) on the host, in the directory bound at /srv; "load", "image inspect" and
+#: "rm" act on a state directory beside it, where every call is logged (calls.jsonl).
+STANDIN = r"""#!{python}
+import json, os, sys, tarfile
+args = sys.argv[1:]
+# beside the stand-in's own directory: runtimes get a filtered environment
+state = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(sys.argv[0]))), "standin-state")
+with open(os.path.join(state, "calls.jsonl"), "a") as f:
+    f.write(json.dumps({{"prog": os.path.basename(sys.argv[0]), "argv": args,
+                         "env": dict(os.environ)}}) + "\n")
+mark = lambda ref: os.path.join(state, ref.replace(":", "_").replace("/", "_"))
+if args[:1] == ["--version"]:
+    sys.exit(0)
+if args[:2] == ["image", "inspect"]:
+    sys.exit(0 if os.path.exists(mark(args[-1])) else 1)
+if args[:1] == ["load"]:
+    with tarfile.open(args[2]) as t:
+        config = json.load(t.extractfile("manifest.json"))[0]["Config"]
+    ref = "sha256:" + config.split("/")[-1].replace(".json", "")
+    open(mark(ref), "w").close()
+    print("Loaded image ID: " + ref)
+    sys.exit(0)
+if args[:1] == ["rm"]:
+    sys.exit(0)
+takes_value = {{"-v", "-w", "--user", "--name", "-e", "--entrypoint", "--bind", "--home",
+               "--pwd", "--gpus", "--device", "--group-add", "--security-opt"}}
+i, srv, entry, env = 1, None, None, {{}}
+while args[i].startswith("-"):
+    opt, value = args[i], args[i + 1] if args[i] in takes_value else None
+    if opt in ("-v", "--bind") and value.endswith(":/srv"):
+        srv = value[: -len(":/srv")]
+    if opt == "-e":
+        name, eq, val = value.partition("=")
+        env[name] = val if eq else os.environ[name]
+    if opt == "--entrypoint":
+        entry = value
+    i += 2 if value is not None else 1
+argv = [entry, *args[i + 1:]] if entry else args[i + 1:]
+env.update({{k[len("APPTAINERENV_"):]: v for k, v in os.environ.items()
+            if k.startswith("APPTAINERENV_")}})
+env.setdefault("PATH", "/usr/bin:/bin")
+if argv[0].startswith("/srv/"):
+    argv[0] = srv + argv[0][len("/srv"):]
+os.chdir(srv)
+os.execvpe(argv[0], argv, env)
+"""
+
+
+@pytest.fixture
+def standin(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A stand-in ``docker`` and ``apptainer`` first on PATH (neither can run here);
+    yields the environment for the worker. ``calls(env)`` reads what they were asked."""
+    bindir, state = tmp_path / "standin-bin", tmp_path / "standin-state"
+    bindir.mkdir()
+    state.mkdir()
+    for name in ("docker", "apptainer"):
+        path = bindir / name
+        path.write_text(STANDIN.format(python=sys.executable))
+        path.chmod(0o755)
+    yield {
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "STANDIN_STATE": str(state),
+        "FERRY_IMAGE_CACHE": str(tmp_path / "cache"),
+    }
+
+
+def calls(env: dict[str, str], prog: str) -> list[dict[str, Any]]:
+    lines = (Path(env["STANDIN_STATE"]) / "calls.jsonl").read_text().splitlines()
+    return [c for c in map(json.loads, lines) if c["prog"] == prog]
+
+
+def option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+# -- eviction before the job started ---------------------------------------------------------
+
+
+def test_term_during_stage_in_is_recorded_and_the_job_never_starts(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    """HTCondor evicts a job while its inputs are still arriving: the worker exits 143
+    without starting the job, and its record says it was evicted and in which step
+    (it used to say neither: evicted false, no failure, no failed step)."""
+    fault_server.add("/lite-audit/slow.dat", b"x" * 1000, delay=3)
+    spec = write_spec(
+        tmp_path,
+        arguments=["-c", f"touch {tmp_path}/ran"],
+        inputs=[
+            {"lfn": "slow.dat", "sources": [{"url": f"{fault_server.url}/lite-audit/slow.dat"}]}
+        ],
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ferry.worker", str(spec)],
+        env={**os.environ, "FERRY_WORK_DIR": str(tmp_path)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not workdirs(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside the 3 s the server takes to answer
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert not (tmp_path / "ran").exists()
+    rec = record(tmp_path)
+    assert rec["evicted"] and rec["status"] == "failed" and rec["failed_step"] == "stage-in"
+    assert "TERM" in rec["failures"][0]["reason"] and rec["exit_code"] is None
+    assert "run" not in rec["phases"]
+    assert "stage-in" in err and "TERM" in err
+
+
+# -- what the job spec must say before anything runs -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("stdout", "../escaped.txt"), ("stderr", "/tmp/lite-audit-escaped.txt"), ("stdin", "../in")],
+)
+def test_stdio_files_must_be_in_the_work_directory(tmp_path: Path, field: str, value: str) -> None:
+    """stdin/stdout/stderr are files in the work directory (docs/jobspec.md); one that
+    leaves it is refused like an input's path, before anything runs (stdout used to be
+    written wherever it pointed)."""
+    spec = write_spec(tmp_path, executable="/bin/echo", arguments=["x"], **{field: value})
+    p = worker(spec)
+    assert p.returncode == 2 and f"$.{field}" in p.stderr and value in p.stderr
+    assert not (tmp_path.parent / "escaped.txt").exists()
+    assert not Path("/tmp/lite-audit-escaped.txt").exists()
+    assert workdirs(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        ({"success": {"stdout_must": ["(unclosed"]}}, "$.success.stdout_must[0]"),
+        ({"success": {"stderr_must_not": ["ok", "[z-a]"]}}, "$.success.stderr_must_not[1]"),
+        ({"checkpoint_interval": -1}, "$.checkpoint_interval"),
+        ({"kill_grace": -5}, "$.kill_grace"),
+    ],
+)
+def test_bad_checks_are_refused_before_the_job_runs(
+    tmp_path: Path, fields: dict[str, Any], where: str
+) -> None:
+    """A success pattern that is no regular expression used to be found only after the
+    job had run (a worker error with a traceback, its outputs lost)."""
+    spec = write_spec(tmp_path, arguments=["-c", f"touch {tmp_path}/ran"], **fields)
+    p = worker(spec)
+    assert p.returncode == 2 and where in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+# -- containers ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def busybox(tmp_path: Path) -> Path:
+    return build_busybox_archive(tmp_path / "busybox.tar").path
+
+
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """A directory outside /tmp and $HOME, which ch-run binds into every container."""
+    path = Path(tempfile.mkdtemp(prefix="ferry-lite-audit-", dir="/var/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.container
+def test_a_symlinked_input_is_copied_for_a_container_job(
+    tmp_path: Path, busybox: Path, outside_tmp: Path
+) -> None:
+    """Inputs marked ``symlink`` (HTCondor's sandbox files) would be links to host paths
+    that a container does not bind: pegasus-lite does not --symlink for such jobs, and
+    the worker copies them (the job used to find a dangling link)."""
+    data = b"linked input\n" * 10
+    (outside_tmp / "src.txt").write_bytes(data)
+    spec = write_spec(
+        tmp_path,
+        arguments=[
+            "-c",
+            "if [ -L in.txt ]; then echo link; else echo copy; fi; cat in.txt > out.txt",
+        ],
+        inputs=[
+            {
+                "lfn": "in.txt",
+                "symlink": True,
+                "sha256": sha(data),
+                "sources": [{"url": f"file://{outside_tmp}/src.txt"}],
+            }
+        ],
+        outputs=[{"lfn": "out.txt", "destinations": [{"url": f"file://{tmp_path}/res/out.txt"}]}],
+        container={"image": f"file://{busybox}", "runtime": "charliecloud"},
+    )
+    p = worker(spec, env={"FERRY_IMAGE_CACHE": str(tmp_path / "cache")})
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "res" / "out.txt").read_bytes() == data
+    rec = record(tmp_path)
+    assert rec["stdout_tail"] == "copy\n"
+    [inp] = [t for t in rec["transfers"] if t["direction"] == "input"]
+    assert inp["route"] != "symlink" and inp["sha256"] == f"sha256:{sha(data)}"
+
+
+@pytest.mark.container
+def test_the_slots_gpus_are_visible_in_the_container(tmp_path: Path, busybox: Path) -> None:
+    """The container's environment is clean, but the devices the batch slot assigned
+    (CUDA_VISIBLE_DEVICES, ... as HTCondor sets them) must reach the job, or it sees
+    and may use every GPU of the node (docs/containers.md, GPUs). The job spec's own
+    value wins; nothing else from the host gets in."""
+    spec = write_spec(
+        tmp_path,
+        arguments=[
+            "-c",
+            'echo "cuda=$CUDA_VISIBLE_DEVICES rocr=$ROCR_VISIBLE_DEVICES x=$HOST_ONLY"',
+        ],
+        environment={"ROCR_VISIBLE_DEVICES": "from-spec"},
+        resources={"gpus": 1},
+        container={"image": f"file://{busybox}", "runtime": "charliecloud"},
+    )
+    env = {
+        "FERRY_IMAGE_CACHE": str(tmp_path / "cache"),
+        "CUDA_VISIBLE_DEVICES": "GPU-5c6d",
+        "ROCR_VISIBLE_DEVICES": "host",
+        "HOST_ONLY": "leak",
+    }
+    p = worker(spec, env=env)
+    assert p.returncode == 0, p.stderr
+    assert record(tmp_path)["stdout_tail"] == "cuda=GPU-5c6d rocr=from-spec x=\n"
+
+
+def test_docker_container_name_is_valid_and_unique_whatever_the_job_id(
+    tmp_path: Path, busybox: Path, standin: dict[str, str]
+) -> None:
+    """Stand-in docker (no daemon here). Job ids repeat across workflows (ID0000001) and
+    may hold characters docker refuses in a name; the container name used to be
+    ``ferry-<id>-<attempt>``: a worker error for ``wf::job@1``, and a name clash between
+    two workflows' jobs on one node."""
+    spec = write_spec(
+        tmp_path,
+        id="wf::job@1",
+        arguments=["-c", "echo ran > out.txt"],
+        outputs=[{"lfn": "out.txt", "destinations": [{"url": f"file://{tmp_path}/out.txt"}]}],
+        container={"image": f"file://{busybox}", "runtime": "docker"},
+    )
+    names = []
+    for attempt in (1, 2):
+        p = worker(spec, env=standin)
+        assert p.returncode == 0, p.stderr
+        assert (tmp_path / "out.txt").read_text() == "ran\n"
+        rec = json.loads((tmp_path / f"wf::job@1.{attempt}.json").read_text())
+        assert rec["status"] == "succeeded" and rec["container"]["runtime"] == "docker"
+        [run] = [c["argv"] for c in calls(standin, "docker") if c["argv"][0] == "run"][-1:]
+        names.append(option(run, "--name"))
+        assert Path(rec["workdir"]).name in names[-1]
+    assert names[0] != names[1]
+    assert all(n.startswith("ferry-wf__job_1-") for n in names)
+
+
+def test_a_killed_docker_client_has_its_container_removed(
+    tmp_path: Path, busybox: Path, standin: dict[str, str]
+) -> None:
+    """Stand-in docker. A job that ignores TERM at its timeout gets its ``docker run``
+    client KILLed, which leaves the container running; pegasus-lite runs
+    ``docker rm --force NAME`` after its job, and so must the worker then."""
+    spec = write_spec(
+        tmp_path,
+        arguments=["-c", "trap '' TERM; sleep 30"],
+        timeout=1,
+        kill_grace=1,
+        container={"image": f"file://{busybox}", "runtime": "docker"},
+    )
+    t0 = time.monotonic()
+    p = worker(spec, env=standin)
+    assert p.returncode == 1 and time.monotonic() - t0 < 20, p.stderr
+    rec = record(tmp_path)
+    assert rec["timed_out"] and rec["signal"] == signal.SIGKILL
+    docker = [c["argv"] for c in calls(standin, "docker")]
+    [run] = [a for a in docker if a[0] == "run"]
+    assert docker[-1] == ["rm", "--force", option(run, "--name")]
+
+
+def test_docker_job_that_ends_normally_is_not_removed_twice(
+    tmp_path: Path, busybox: Path, standin: dict[str, str]
+) -> None:
+    """Stand-in docker: ``run --rm`` removes a container that exits by itself."""
+    spec = write_spec(
+        tmp_path,
+        arguments=["-c", "exit 3"],
+        container={"image": f"file://{busybox}", "runtime": "docker"},
+    )
+    assert worker(spec, env=standin).returncode == 1
+    assert record(tmp_path)["exit_code"] == 3
+    assert not [c for c in calls(standin, "docker") if c["argv"][0] == "rm"]
+
+
+def test_wrong_sif_sum_records_both_sums_and_caches_nothing(
+    tmp_path: Path, standin: dict[str, str]
+) -> None:
+    """Stand-in apptainer (never reached). A ``.sif`` whose bytes do not have the
+    catalog's sha256 fails the container step before the job runs; the failure carries
+    the expected and the actual sum, as an input's does."""
+    image = tmp_path / "tool.sif"
+    image.write_bytes(os.urandom(4096))
+    wrong = "ab" * 32
+    spec = write_spec(
+        tmp_path,
+        arguments=["-c", f"touch {tmp_path}/ran"],
+        container={"image": f"file://{image}", "sha256": wrong},
+    )
+    p = worker(spec, env=standin)
+    assert p.returncode == 6, p.stderr
+    rec = record(tmp_path)
+    assert rec["failed_step"] == "container"
+    [f] = rec["failures"]
+    assert f["expected"] == wrong and f["actual"] == sha(image.read_bytes())
+    assert not (tmp_path / "ran").exists()
+    assert not list((tmp_path / "cache" / "blobs").iterdir())
+    assert not (Path(standin["STANDIN_STATE"]) / "calls.jsonl").exists()
+
+
+# -- a Pegasus workflow: checkpoint.time, TERM, the checkpoint and the retry -------------------
+
+CKPT_JOB = """#!/bin/sh
+if [ -f state.ckpt ]; then echo "resumed from $(cat state.ckpt)" > result.txt; exit 0; fi
+trap 'echo 42 > state.ckpt; exit 3' TERM
+while :; do sleep 0.1; done
+"""
+
+
+def test_checkpoint_time_terms_the_job_and_the_retry_resumes(tmp_path: Path) -> None:
+    """pegasus.checkpoint.time: kickstart's -k: the task gets TERM then, writes its
+    checkpoint and fails; the checkpoint is staged out; the retry (dagman.retry) stages
+    it in and finishes from it. maxwalltime gives the KILL half the rest later (-K)."""
+    from Pegasus.api import File, Job, Transformation, TransformationCatalog, Workflow
+
+    exe = tmp_path / "ck.sh"
+    exe.write_text(CKPT_JOB)
+    exe.chmod(0o755)
+    tx = Transformation("ck", site="local", pfn=str(exe), is_stageable=True)
+    job = Job(tx, _id="ck1").add_checkpoint(File("state.ckpt")).add_outputs(File("result.txt"))
+    job.add_pegasus_profile(checkpoint_time=0.05, max_walltime=1)  # TERM at 3 s
+    job.add_dagman_profile(retry=1)
+    wf = Workflow("ckwf").add_jobs(job)
+    wf.add_transformation_catalog(TransformationCatalog().add_transformations(tx))
+    wf.write(str(tmp_path / "wf.yml"))
+    run = tmp_path / "run"
+    res = ferry("run", "wf.yml", "-d", str(run), "-O", "out", "-j", "1", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "out" / "result.txt").read_text() == "resumed from 42\n"
+    first, second = records(run, "ck1")
+    assert first["timed_out"] and first["exit_code"] == 3 and first["failed_step"] == "run"
+    assert 2.5 < first["job_wall_time"] < 20
+    assert [t["direction"] for t in first["transfers"] if t["lfn"] == "state.ckpt"] == [
+        "checkpoint-out"
+    ]
+    assert second["status"] == "succeeded"
+    assert any(t["direction"] == "checkpoint-in" and t["ok"] for t in second["transfers"])
