@@ -375,6 +375,10 @@ class ImageCache:
                 source=spec.display,
             )
         local = local_image_path(spec.image)
+        if local is not None and kind == "sif" and os.path.isdir(local):
+            # a singularity image without a suffix may be an unpacked sandbox, e.g. on
+            # CVMFS (Pegasus PM-1313); the planner calls it sif when it cannot look
+            kind = "dir"
         if local is not None and (kind == "dir" or self.is_shared(local)):
             return self._linked(spec, kind, local)
         if kind == "dir":

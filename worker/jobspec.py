@@ -171,6 +171,11 @@ def _check(spec: JobSpec, source: str) -> JobSpec:
             f"{source}: job spec version {spec.version} is not supported (this worker reads"
             f" version {JOBSPEC_VERSION})"
         )
+    if not spec.id or "/" in spec.id or "\0" in spec.id or spec.id in (".", ".."):
+        raise ConfigError(
+            f"{source}: $.id: {spec.id!r} cannot name the invocation records"
+            " (<id>.<attempt>.json): it must be a file name, without '/'"
+        )
     for i, inp in enumerate(spec.inputs):
         where = f"{source}: $.inputs[{i}]"
         if not inp.sources:

@@ -390,3 +390,45 @@ def test_checkpoint_time_terms_the_job_and_the_retry_resumes(tmp_path: Path) -> 
     ]
     assert second["status"] == "succeeded"
     assert any(t["direction"] == "checkpoint-in" and t["ok"] for t in second["transfers"])
+
+
+def test_a_job_id_that_cannot_name_a_record_is_refused_before_the_job_runs(
+    tmp_path: Path,
+) -> None:
+    """The record is ``<id>.<attempt>.json``: an id with a '/' used to run the job and
+    stage its outputs out, then fail to write the record (exit 2 after the fact)."""
+    spec = write_spec(
+        tmp_path,
+        id="sub/job",
+        arguments=["-c", "echo x > o"],
+        outputs=[{"lfn": "o", "destinations": [{"url": f"file://{tmp_path}/o-out"}]}],
+    )
+    p = worker(spec)
+    assert p.returncode == 2 and "$.id" in p.stderr and "sub/job" in p.stderr
+    assert not (tmp_path / "o-out").exists() and workdirs(tmp_path) == []
+
+
+def test_a_singularity_sandbox_directory_named_like_a_sif_runs_in_place(
+    tmp_path: Path, standin: dict[str, str]
+) -> None:
+    """Stand-in apptainer. Pegasus lets a singularity image without a suffix be an
+    unpacked directory, e.g. ``/cvmfs/.../osgvo-el8:latest`` (PM-1313); the planner, when
+    it cannot see the path, calls it ``sif``. On the node it is a directory: used in
+    place, not copied, not refused as "not a file"."""
+    sandbox = tmp_path / "osgvo-el8:latest"
+    (sandbox / "srv").mkdir(parents=True)
+    spec = write_spec(
+        tmp_path,
+        arguments=["-c", "echo in-sandbox > o.txt"],
+        outputs=[{"lfn": "o.txt", "destinations": [{"url": f"file://{tmp_path}/o.txt"}]}],
+        container={"image": f"file://{sandbox}", "kind": "sif", "runtime": "apptainer"},
+    )
+    p = worker(spec, env=standin)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "o.txt").read_text() == "in-sandbox\n"
+    rec = record(tmp_path)
+    assert rec["container"]["kind"] == "dir" and rec["container"]["linked"]
+    assert rec["container"]["path"] == str(sandbox)
+    [run] = [c["argv"] for c in calls(standin, "apptainer")]
+    assert run[0] == "exec" and str(sandbox) in run
+    assert not any(t["direction"] == "image" for t in rec["transfers"])
