@@ -155,7 +155,9 @@ class ImageSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.image, str) or not self.image.strip():
             raise ConfigError("container.image must be a non-empty string")
-        self.image = self.image.strip()
+        # Pegasus writes docker:///user/image:tag (and strips every slash, "^docker:/+",
+        # before it pulls): docker://user/image:tag, which every runtime takes
+        self.image = re.sub(r"^docker:/{3,}", "docker://", self.image.strip(), flags=re.I)
         if self.kind is not None and self.kind not in KINDS:
             raise ConfigError(
                 f"container.kind {self.kind!r} is not one of {', '.join(sorted(KINDS))}"

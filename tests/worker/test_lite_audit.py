@@ -432,3 +432,29 @@ def test_a_singularity_sandbox_directory_named_like_a_sif_runs_in_place(
     [run] = [c["argv"] for c in calls(standin, "apptainer")]
     assert run[0] == "exec" and str(sandbox) in run
     assert not any(t["direction"] == "image" for t in rec["transfers"])
+
+
+@pytest.mark.parametrize(
+    ("runtime", "expected"),
+    [
+        ("docker", "ryan/centos-pegasus:latest"),
+        ("apptainer", "docker://ryan/centos-pegasus:latest"),
+    ],
+)
+def test_pegasus_style_docker_reference_with_three_slashes(
+    tmp_path: Path, standin: dict[str, str], runtime: str, expected: str
+) -> None:
+    """Stand-in docker/apptainer (no registry here either). Pegasus examples write
+    ``docker:///user/image:tag``, and pegasus-transfer strips ``^docker:/+`` before it
+    pulls; docker used to be handed ``/ryan/centos-pegasus:latest``, an invalid
+    reference."""
+    spec = write_spec(
+        tmp_path,
+        arguments=["-c", "echo pulled"],
+        container={"image": "docker:///ryan/centos-pegasus:latest", "runtime": runtime},
+    )
+    p = worker(spec, env=standin)
+    assert p.returncode == 0, p.stderr
+    assert record(tmp_path)["stdout_tail"] == "pulled\n"
+    [run] = [c["argv"] for c in calls(standin, runtime)]
+    assert expected in run and not any(a.startswith("/ryan") for a in run)
