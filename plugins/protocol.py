@@ -19,6 +19,7 @@ Bytes move through two engine-owned objects:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import enum
 import errno
 import hashlib
@@ -97,6 +98,22 @@ class ProtocolInfo(msgspec.Struct, frozen=True):
     description: str = ""
 
 
+#: the site label (``-`` as ``_``) of the end a protocol call serves, set by the engine
+#: around each call: the source's site for a download, the destination's for an
+#: upload, the target's for mkdir and remove (None: no site, e.g. a plugin's own test)
+current_site: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "ferry_site", default=None
+)
+
+
+def site_variable(name: str) -> str | None:
+    """``$<name>_<site>`` for :data:`current_site`, as pegasus-transfer reads per-site
+    credentials (``SSH_PRIVATE_KEY_<site>``, ``PEGASUS_CREDENTIALS_<site>``); None
+    when there is no current site or the variable is not set."""
+    site = current_site.get()
+    return (os.environ.get(f"{name}_{site}") or None) if site else None
+
+
 class ProtocolContext:
     """What the engine hands a protocol when it builds one."""
 
@@ -116,6 +133,7 @@ class ProtocolContext:
         #: free-form per-plugin settings from the command line or job spec
         self.settings: dict[str, str] = settings if settings is not None else {}
         self._credentials: Credentials | None = None
+        self._site_credentials: dict[str, Credentials] = {}
 
     def __repr__(self) -> str:  # never the credentials
         return (
@@ -131,6 +149,19 @@ class ProtocolContext:
 
             self._credentials = load_credentials(self.credentials_file)
         return self._credentials
+
+    def site_credentials(self) -> Credentials:
+        """The file ``$PEGASUS_CREDENTIALS_<site>`` names for the current site (as
+        pegasus-transfer reads it for S3), else :attr:`credentials`."""
+        path = site_variable("PEGASUS_CREDENTIALS")
+        if path is None:
+            return self.credentials
+        creds = self._site_credentials.get(path)
+        if creds is None:
+            from .credentials import load_credentials
+
+            creds = self._site_credentials[path] = load_credentials(path)
+        return creds
 
 
 def format_sha256(hexdigest: str) -> str:

@@ -65,6 +65,8 @@ if TYPE_CHECKING:
 
     from botocore.client import BaseClient
 
+    from .credentials import Credentials
+
 __all__ = ["S3Protocol", "S3Settings", "map_botocore_exceptions", "map_s3_exceptions"]
 
 MiB = 1 << 20
@@ -542,11 +544,12 @@ class S3Protocol(Protocol):
 
     def site(self, url: URL) -> _Site:
         """The endpoint and credentials for ``url``'s ``[user@]site``."""
-        cache_key = (url.scheme, url.user, url.netloc)
+        creds = self.context.site_credentials()
+        cache_key = (url.scheme, url.user, url.netloc, creds.path)
         site = self._sites.get(cache_key)
         if site is not None:
             return site
-        conf = self._section(url)
+        conf = self._section(url, creds)
         endpoint = _endpoint_url(conf.get("endpoint") or conf.get("endpoint_url"), url.scheme)
         style = (conf.get("addressing_style") or "").strip().lower() or None
         if style is not None and style not in ("path", "virtual", "auto"):
@@ -573,10 +576,9 @@ class S3Protocol(Protocol):
         self._sites[cache_key] = site
         return site
 
-    def _section(self, url: URL) -> dict[str, str]:
+    def _section(self, url: URL, creds: Credentials) -> dict[str, str]:
         """The credentials for ``url``; an s3s:// URL also reads the s3:// sections
         (each right after its s3s:// twin, so the more specific still wins)."""
-        creds = self.context.credentials
         names = creds.candidates(url)
         if url.scheme == "s3s":
             names = [

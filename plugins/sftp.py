@@ -58,7 +58,7 @@ from .errors import (
     TransferTimeout,
     UnsupportedScheme,
 )
-from .protocol import Protocol, ProtocolContext, Sink, Source, Stat
+from .protocol import Protocol, ProtocolContext, Sink, Source, Stat, current_site, site_variable
 from .url import URL, parse_url
 
 if TYPE_CHECKING:
@@ -1139,9 +1139,13 @@ class _Connection:
         explicit: list[tuple[str, str]] = []
         if s.key:
             explicit.append(("key", s.key))
-        env_key = os.environ.get("SSH_PRIVATE_KEY")
-        if env_key and os.path.expanduser(env_key) != s.key:
-            explicit.append(("SSH_PRIVATE_KEY", os.path.expanduser(env_key)))
+        # pegasus-transfer's: the site's own key first, then the general one
+        site = current_site.get()
+        env_keys = [(f"SSH_PRIVATE_KEY_{site}", site_variable("SSH_PRIVATE_KEY"))] if site else []
+        env_keys.append(("SSH_PRIVATE_KEY", os.environ.get("SSH_PRIVATE_KEY")))
+        for name, env_key in env_keys:
+            if env_key and os.path.expanduser(env_key) not in (s.key, *(p for _, p in explicit)):
+                explicit.append((name, os.path.expanduser(env_key)))
         for label, path in explicit:
             try:
                 yield f"{label} {path}", _load_key(path, passphrase), None

@@ -59,7 +59,7 @@ from ferry.plugins.file import (
     os_error,
     part_name,
 )
-from ferry.plugins.protocol import Capability, Sink, Source
+from ferry.plugins.protocol import Capability, Sink, Source, current_site
 from ferry.plugins.registry import Registry
 from ferry.plugins.url import URL, redact
 
@@ -384,6 +384,7 @@ class Engine:
 
         def one_round(round_no: int) -> None:
             t0 = time.monotonic()
+            token = current_site.set(request.target.site)
             try:
                 proto = self.registry.protocol(url.scheme)
                 if isinstance(request, MkdirRequest):
@@ -396,6 +397,8 @@ class Engine:
                 raise (_Retryable if transient else _AllSourcesFailed)(
                     exc, transient, getattr(exc, "retry_after", None)
                 ) from exc
+            finally:
+                current_site.reset(token)
             result.attempts.append(
                 AttemptRecord(round_no, str(url), str(url), kind, True, time.monotonic() - t0)
             )
@@ -611,7 +614,10 @@ class Engine:
         req: TransferRequest,
         progress: Callable[[int], None],
     ) -> _Done:
-        """``_do``, with a plugin's unexpected exception turned into a permanent error."""
+        """``_do``, with a plugin's unexpected exception turned into a permanent error,
+        and the site whose credentials the protocol uses set (the source's; the
+        destination's for an upload, and for the upload of a two-stage transfer)."""
+        token = current_site.set(req.dest.site if route == "upload" else src.site)
         try:
             return self._do(route, src, req, progress)
         except FerryError:
@@ -621,6 +627,8 @@ class Engine:
                 f"{route} from {src.url} failed: {type(exc).__name__}: {redact(str(exc))}",
                 url=str(src.url),
             ) from exc
+        finally:
+            current_site.reset(token)
 
     def _do(
         self,
@@ -768,7 +776,11 @@ class Engine:
         self._scratch_add(tmp)
         try:
             first = self._download(src, tmp, req, progress)
-            return self._upload(tmp, dst, first.sha256, lambda n: None)
+            token = current_site.set(req.dest.site)
+            try:
+                return self._upload(tmp, dst, first.sha256, lambda n: None)
+            finally:
+                current_site.reset(token)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
