@@ -74,6 +74,8 @@ class TransferError(FerryError):
     """
 
     transient: bool = False
+    #: the server's status code (HTTP) when the failure is its answer, else None
+    status: int | None = None
 
     def __init__(
         self,

@@ -127,20 +127,24 @@ def _status_error(
 ) -> TransferError:
     msg = f"{method} {url}: {code} {reason}".rstrip()
     kw: dict[str, Any] = {"url": str(url), "plugin": plugin}
+    error: TransferError
     if code in (404, 410):
-        return NotFound(msg, **kw)
-    if code == 401:
-        return AuthError(msg, **kw)
-    if code == 403:
-        return PermissionDenied(msg, **kw)
-    if code in (429, 503):
+        error = NotFound(msg, **kw)
+    elif code == 401:
+        error = AuthError(msg, **kw)
+    elif code == 403:
+        error = PermissionDenied(msg, **kw)
+    elif code in (429, 503):
         after = _retry_after(retry_after)
         if after is not None:
             msg += f" (retry after {after:g}s)"
-        return ThrottledError(msg, retry_after=after, **kw)
-    if code >= 500 or code == 408:
-        return TransientError(msg, **kw)
-    return PermanentError(msg, **kw)
+        error = ThrottledError(msg, retry_after=after, **kw)
+    elif code >= 500 or code == 408:
+        error = TransientError(msg, **kw)
+    else:
+        error = PermanentError(msg, **kw)
+    error.status = code
+    return error
 
 
 def status_error(

@@ -131,19 +131,23 @@ def _error_data(result: TransferResult, url: str) -> list[Value]:
         server = parse_url(_split_cred(url)[0]).host or "localhost"
     except Exception:
         server = "unknown"
-    transient = bool(result.attempts and result.attempts[-1].transient)
+    last = result.attempts[-1] if result.attempts else None
+    transient = bool(last and last.transient)
+    # the server's own code where it gave one (an HTTP status), as the curl plugin reports
+    status = last.details.get("status", "") if last else ""
     data: dict[str, Value] = {
-        "ErrorCode": 1,
+        "ErrorCode": int(status) if status.isdigit() else 1,
         "ErrorString": redact(result.error or kind),
         "Retryable": 0 if transient else -1,
         "DeveloperData": {"FerryErrorType": kind},
     }
     message = result.error or ""
-    if _NO_SPACE.search(message) or _QUOTA.search(message):
+    no_space = status == "507" or bool(_NO_SPACE.search(message))  # 507 Insufficient Storage
+    if no_space or _QUOTA.search(message):
         data.update(
             ErrorType="Transfer",
             FailedServer=server,
-            FailureType="NoSpace" if _NO_SPACE.search(message) else "Quota",
+            FailureType="NoSpace" if no_space else "Quota",
             Retryable=-1,
         )
     elif _NO_NAME.search(message) or _NAME_AGAIN.search(message):

@@ -578,11 +578,7 @@ class Engine:
             error=_describe(exc),
             error_type=type(exc).__name__,
             transient=isinstance(exc, TransientError),
-            details=(
-                {"expected": exc.expected, "actual": exc.actual}
-                if isinstance(exc, IntegrityError)
-                else {}
-            ),
+            details=_details(exc),
         )
 
     def _route(self, src: URL, dst: URL, req: TransferRequest) -> str:
@@ -848,6 +844,14 @@ def _mismatch(req: TransferRequest, where: URL, expected: str, actual: str) -> I
         actual=actual,
         url=str(where),
     )
+
+
+def _details(exc: FerryError) -> dict[str, str]:
+    """The structured facts of a failure: the sums of a mismatch, a server's status."""
+    if isinstance(exc, IntegrityError):
+        return {"expected": exc.expected, "actual": exc.actual}
+    status = getattr(exc, "status", None)
+    return {"status": str(status)} if status else {}
 
 
 def _hash_file(path: str, expected: str | None) -> str:

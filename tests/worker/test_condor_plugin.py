@@ -15,7 +15,7 @@ import classad2
 import pytest
 
 from ferry.worker.classad import format_ad, parse_ads
-from tests.servers import NginxServer, WebdavServer
+from tests.servers import FaultServer, NginxServer, WebdavServer
 
 PREFILL = b" " * (301 * 64)  # what HTCondor writes into the out file before starting
 
@@ -80,7 +80,9 @@ def test_downloads_with_one_failure(nginx_server: NginxServer, tmp_path: Path) -
     err = nf["TransferErrorData"][0]
     assert err["ErrorType"] == "Specification" and err["FailedServer"] == "127.0.0.1"
     assert "404" in nf["TransferError"] and err["Retryable"] == -1
+    assert err["ErrorCode"] == 404  # the server's status, as the curl plugin reports it
     assert "sha256" in mismatch["TransferError"]
+    assert mismatch["TransferErrorData"][0]["ErrorCode"] == 1  # no server code for that
     assert not (tmp_path / "missing.bin").exists() and not (tmp_path / "bad.bin").exists()
 
 
@@ -106,6 +108,19 @@ def test_upload_to_https_style_url_is_a_plain_put(nginx_server: NginxServer, tmp
     assert code == 0 and results[0]["TransferSuccess"] is True, results[0]
     assert results[0]["TransferTotalBytes"] == len(data)
     assert (nginx_server.root / "upload/condor/out.dat").read_bytes() == data
+
+
+def test_insufficient_storage_is_no_space(fault_server: FaultServer, tmp_path: Path) -> None:
+    (tmp_path / "out.dat").write_bytes(b"x" * 1000)
+    url = f"{fault_server.url}/full/out.dat"
+    with fault_server.inject(10, status=507):
+        code, results = run_transfer(
+            tmp_path, [{"Url": url, "LocalFileName": str(tmp_path / "out.dat")}], upload=True
+        )
+    assert code == 1 and results[0]["TransferSuccess"] is False
+    err = results[0]["TransferErrorData"][0]
+    assert err["ErrorType"] == "Transfer" and err["FailureType"] == "NoSpace"
+    assert err["ErrorCode"] == 507 and err["Retryable"] == -1
 
 
 def test_connection_refused_is_a_contact_error(tmp_path: Path) -> None:
