@@ -92,6 +92,29 @@ class ContainerRun:
             log.debug("%s: exit %d: %s", " ".join(cmd), res.returncode, res.stderr.strip())
 
 
+def _credentials(workdir: str) -> dict[str, str]:
+    """Copy the node's credential files into the work directory (mode 0600), where the
+    container sees them; their variables point there (pegasus-lite's container_env)."""
+    import shutil
+
+    from .job import CREDENTIALS_DIR, credential_files
+
+    out = {}
+    for i, (name, path) in enumerate(sorted(credential_files(os.environ, os.getcwd()).items())):
+        rel = f"{CREDENTIALS_DIR}/{i}/{os.path.basename(path)}"
+        dest = os.path.join(workdir, rel)
+        try:
+            os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except OSError as exc:
+            log.warning("credential %s (%s) not given to the container: %s", name, path, exc)
+            continue
+        out[name] = f"/srv/{rel}"
+    return out
+
+
 def prepare_container(worker: JobWorker) -> ContainerRun:
     """Stage the job's image into the node cache and prepare a runtime for it."""
     spec = worker.spec
@@ -151,6 +174,7 @@ def prepare_container(worker: JobWorker) -> ContainerRun:
         "path": staged.path,
     }
     job_env = {k: os.environ[k] for k in SLOT_VARIABLES if k in os.environ}
+    job_env.update(_credentials(worker.workdir))
     job_env.update(spec.environment)
     job_env.update(FERRY_JOB_ID=spec.id, FERRY_WORK_DIR="/srv")
     return ContainerRun(

@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import FrameType
 
 import msgspec
@@ -57,6 +57,40 @@ EXIT_CODES = {
 
 _TAIL = 4096
 _FERRY_DIR = ".ferry"
+#: where a container job's credential files are copied, in the work directory
+CREDENTIALS_DIR = f"{_FERRY_DIR}/credentials"
+
+#: credential variables pegasus-lite fixes up for its job (``pegasus_lite_init``) and
+#: carries into its container (``container_env``): every name starting with one of these
+CREDENTIAL_PREFIXES = (
+    "PEGASUS_CREDENTIALS",
+    "FERRY_CREDENTIALS",
+    "X509_USER_PROXY",
+    "S3CFG",
+    "BOTO_CONFIG",
+    "SSH_PRIVATE_KEY",
+    "IRODS_ENVIRONMENT_FILE",
+    "GOOGLE_PKCS12",
+)
+
+
+def credential_files(environ: Mapping[str, str], start_dir: str) -> dict[str, str]:
+    """The credential variables of ``environ`` whose file exists, as absolute paths.
+
+    As pegasus-lite: a relative path is taken from the directory the worker started in
+    (the job runs in its own work directory), and an absolute path that does not exist
+    is looked for by its name there (HTCondor brought it into the sandbox).
+    """
+    out = {}
+    for name, value in environ.items():
+        if not value or not name.startswith(CREDENTIAL_PREFIXES):
+            continue
+        path = os.path.join(start_dir, value)
+        if not os.path.exists(path):
+            path = os.path.join(start_dir, os.path.basename(value))
+        if os.path.isfile(path):
+            out[name] = os.path.abspath(path)
+    return out
 
 
 def choose_workdir_base() -> str:
@@ -331,6 +365,7 @@ class JobWorker:
         for p in (stdout, stderr):
             os.makedirs(os.path.dirname(p), exist_ok=True)
         env = dict(os.environ)
+        env.update(credential_files(os.environ, os.getcwd()))
         env.update(spec.environment)
         env.update(FERRY_JOB_ID=spec.id, FERRY_WORK_DIR=self.workdir)
         argv = self._argv()
@@ -479,10 +514,13 @@ class JobWorker:
     def _cleanup(self, ok: bool) -> None:
         if not self.workdir:
             return
+        import shutil
+
         if not ok and self.keep_workdir:
             self.record.workdir_kept = True
+            # the copies of credentials a container job was given do not stay behind
+            shutil.rmtree(self._path(CREDENTIALS_DIR), ignore_errors=True)
             return
-        import shutil
 
         shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -150,17 +150,18 @@ def test_term_during_stage_in_is_recorded_and_the_job_never_starts(
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("stdout", "../escaped.txt"), ("stderr", "/tmp/lite-audit-escaped.txt"), ("stdin", "../in")],
+    [("stdout", "../escaped.txt"), ("stderr", "{tmp}/escaped.txt"), ("stdin", "../in")],
 )
 def test_stdio_files_must_be_in_the_work_directory(tmp_path: Path, field: str, value: str) -> None:
     """stdin/stdout/stderr are files in the work directory (docs/jobspec.md); one that
     leaves it is refused like an input's path, before anything runs (stdout used to be
     written wherever it pointed)."""
+    value = value.format(tmp=tmp_path)
     spec = write_spec(tmp_path, executable="/bin/echo", arguments=["x"], **{field: value})
     p = worker(spec)
     assert p.returncode == 2 and f"$.{field}" in p.stderr and value in p.stderr
+    assert not (tmp_path / "escaped.txt").exists()
     assert not (tmp_path.parent / "escaped.txt").exists()
-    assert not Path("/tmp/lite-audit-escaped.txt").exists()
     assert workdirs(tmp_path) == []
 
 
@@ -458,3 +459,59 @@ def test_pegasus_style_docker_reference_with_three_slashes(
     assert record(tmp_path)["stdout_tail"] == "pulled\n"
     [run] = [c["argv"] for c in calls(standin, runtime)]
     assert expected in run and not any(a.startswith("/ryan") for a in run)
+
+
+# -- credentials, as pegasus_lite_init and container_env hand them to the job -----------------
+
+
+def test_a_relative_credential_path_reaches_the_job_as_an_absolute_one(tmp_path: Path) -> None:
+    """HTCondor brings the proxy into the sandbox, where the worker starts; the job runs
+    in a work directory below it, so ``X509_USER_PROXY=x509up`` must become absolute
+    (pegasus_lite_init does this for every credential variable), and a path that does
+    not exist on the node is looked for by its name in the sandbox."""
+    (tmp_path / "x509up").write_text("proxy-bytes\n")
+    (tmp_path / "s3.cfg").write_text("s3-config\n")
+    spec = write_spec(tmp_path, arguments=["-c", 'cat "$X509_USER_PROXY" "$S3CFG"'])
+    p = subprocess.run(
+        [sys.executable, "-m", "ferry.worker", str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "FERRY_WORK_DIR": str(tmp_path),
+            "X509_USER_PROXY": "x509up",
+            "S3CFG": "/submit/host/home/alice/s3.cfg",
+        },
+    )
+    assert p.returncode == 0, p.stderr
+    assert record(tmp_path)["stdout_tail"] == "proxy-bytes\ns3-config\n"
+
+
+@pytest.mark.container
+def test_credentials_are_copied_into_the_container(
+    tmp_path: Path, busybox: Path, outside_tmp: Path
+) -> None:
+    """The container's environment is clean and binds only the work directory: as
+    pegasus-lite's container_env, the credential files are copied into the work
+    directory (0600) and their variables point there; a kept work directory does not
+    keep the copies."""
+    (outside_tmp / "x509up_u1000").write_text("proxy-bytes\n")
+    spec = write_spec(
+        tmp_path,
+        arguments=["-c", 'echo "$X509_USER_PROXY"; cat "$X509_USER_PROXY"; exit 5'],
+        container={"image": f"file://{busybox}", "runtime": "charliecloud"},
+    )
+    env = {
+        "FERRY_IMAGE_CACHE": str(tmp_path / "cache"),
+        "X509_USER_PROXY": str(outside_tmp / "x509up_u1000"),
+    }
+    p = worker(spec, "--keep-workdir", env=env)
+    assert p.returncode == 1, p.stderr
+    rec = record(tmp_path)
+    path, content = rec["stdout_tail"].splitlines()
+    assert path.startswith("/srv/.ferry/credentials/") and path.endswith("/x509up_u1000")
+    assert content == "proxy-bytes"
+    kept = Path(rec["workdir"])
+    assert rec["workdir_kept"] and kept.is_dir() and not (kept / ".ferry" / "credentials").exists()
