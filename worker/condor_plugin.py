@@ -30,7 +30,7 @@ from ferry.plugins.registry import Registry
 from ferry.plugins.url import IMAGE_SCHEMES, LOCAL_SCHEMES, URL, parse_url, redact
 
 from .classad import ClassAdError, Value, format_ad, format_old, iter_file_ads, lookup, parse_ads
-from .engine import Engine, TransferConfig, TransferResult
+from .engine import Engine, Subscriber, TransferConfig, TransferResult
 from .request import Endpoint, TransferRequest, normalize_sha256
 
 __all__ = ["capabilities", "main", "transfer_ads"]
@@ -259,13 +259,31 @@ def transfer_ads(
             jobs.append((i, url_text, local, None, f"{url_text}: {exc}"))
     start = time.time()
     reqs = [j[3] for j in jobs if j[3] is not None]
+    ends = _EndTimes()
+    engine.subscribers.append(ends)
     results = iter(engine.run(reqs)) if reqs else iter(())
     end = time.time()
     out = []
     for _, url_text, local, req, error in jobs:
         result = next(results) if req is not None else None
-        out.append(_result_ad(result, url_text, local, upload, start, end, error))
+        if result is not None and id(req) in ends.at:
+            # the file's own times: it ran for its duration, up to when it was done
+            file_end = ends.at[id(req)]
+            file_start = max(start, file_end - result.duration)
+        else:
+            file_start, file_end = start, end
+        out.append(_result_ad(result, url_text, local, upload, file_start, file_end, error))
     return out
+
+
+class _EndTimes(Subscriber):
+    """When each request was done (wall clock), by ``id`` of the request."""
+
+    def __init__(self) -> None:
+        self.at: dict[int, float] = {}
+
+    def on_done(self, result: TransferResult) -> None:
+        self.at[id(result.request)] = time.time()
 
 
 def _write_outfile(path: str, ads: Sequence[Mapping[str, Value]]) -> None:

@@ -110,6 +110,24 @@ def test_upload_to_https_style_url_is_a_plain_put(nginx_server: NginxServer, tmp
     assert (nginx_server.root / "upload/condor/out.dat").read_bytes() == data
 
 
+def test_each_file_has_its_own_times(fault_server: FaultServer, tmp_path: Path) -> None:
+    fault_server.add("/times/slow.bin", b"s" * 1000, delay=1.5)
+    fault_server.add("/times/fast.bin", b"f" * 1000)
+    code, results = run_transfer(
+        tmp_path,
+        [
+            {"Url": f"{fault_server.url}/times/slow.bin", "LocalFileName": str(tmp_path / "s")},
+            {"Url": f"{fault_server.url}/times/fast.bin", "LocalFileName": str(tmp_path / "f")},
+        ],
+    )
+    assert code == 0
+    slow, fast = results
+    assert slow["ConnectionTimeSeconds"] >= 1.5
+    assert fast["ConnectionTimeSeconds"] < 1.0  # not the batch's time
+    for r in results:
+        assert r["TransferStartTime"] <= r["TransferEndTime"]
+
+
 def test_insufficient_storage_is_no_space(fault_server: FaultServer, tmp_path: Path) -> None:
     (tmp_path / "out.dat").write_bytes(b"x" * 1000)
     url = f"{fault_server.url}/full/out.dat"
