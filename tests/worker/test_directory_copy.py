@@ -145,3 +145,24 @@ def test_file_onto_a_directory_names_the_directory(tmp_path: Path) -> None:
     assert ".ferry-part-" not in p.stderr
     assert [q.name for q in (tmp_path / "there").iterdir()] == ["inside"]
     assert leftovers(tmp_path) == []
+
+
+def test_worker_stages_a_directory_input(tmp_path: Path) -> None:
+    from tests.worker.test_worker import record, worker, write_spec
+
+    src = make_source(tmp_path)
+    spec = write_spec(
+        tmp_path,
+        arguments=["-c", "cat data/sub/b.dat data/a.dat > joined.dat"],
+        inputs=[{"lfn": "data", "sources": [{"url": f"file://{src}"}]}],
+        outputs=[
+            {"lfn": "joined.dat", "destinations": [{"url": f"file://{tmp_path}/out/joined.dat"}]}
+        ],
+    )
+    p = worker(spec)
+    assert p.returncode == 0, p.stderr
+    expected = (src / "sub" / "b.dat").read_bytes() + (src / "a.dat").read_bytes()
+    assert (tmp_path / "out" / "joined.dat").read_bytes() == expected
+    staged = next(t for t in record(tmp_path)["transfers"] if t["lfn"] == "data")
+    assert staged["ok"] and staged["sha256"] is None
+    assert staged["bytes"] == sum(len(d) for d in tree(src).values())
