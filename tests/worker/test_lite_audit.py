@@ -515,3 +515,27 @@ def test_credentials_are_copied_into_the_container(
     assert content == "proxy-bytes"
     kept = Path(rec["workdir"])
     assert rec["workdir_kept"] and kept.is_dir() and not (kept / ".ferry" / "credentials").exists()
+
+
+@pytest.mark.container
+def test_a_mount_the_runtime_cannot_honour_fails_the_container_step(
+    tmp_path: Path, busybox: Path
+) -> None:
+    """``Container(mounts=["/var/tmp:/data:ro"])`` on charliecloud, whose binds are
+    read-write: the container step fails (exit 6) naming the mount, before the job runs;
+    it used to be a worker error (exit 2) with a traceback."""
+    spec = write_spec(
+        tmp_path,
+        arguments=["-c", f"touch {tmp_path}/ran"],
+        container={
+            "image": f"file://{busybox}",
+            "runtime": "charliecloud",
+            "mounts": ["/var/tmp:/data:ro"],
+        },
+    )
+    p = worker(spec, env={"FERRY_IMAGE_CACHE": str(tmp_path / "cache")})
+    assert p.returncode == 6, p.stderr
+    assert "Traceback" not in p.stderr and "/var/tmp:/data:ro" in p.stderr
+    rec = record(tmp_path)
+    assert rec["failed_step"] == "container" and "read-only" in rec["failures"][0]["reason"]
+    assert not (tmp_path / "ran").exists()
