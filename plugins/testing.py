@@ -16,15 +16,25 @@ Subclass :class:`ProtocolConformance`, set ``__test__ = True``, and provide the
 The kit checks put -> stat -> get -> sha256 -> remove; 0-byte, 1-byte and large
 objects; names with spaces and unicode; overwrite; ``NotFound`` for a missing
 object (and nothing written); that an upload with the wrong sha256 leaves
-nothing behind; concurrent gets; and, when the endpoint can inject faults, that
-a fault surfaces as a ``TransientError`` (which the engine retries) or is
-absorbed with the right bytes. Read-only protocols (plain HTTP) give a
-``seed`` function that places bytes on the server by other means.
+nothing behind, and an old object in place; that ``stat`` and ``checksum``
+report the right sha256; that every declared capability is implemented;
+resuming a partial download (when ``resume`` is declared); concurrent gets;
+and, when the endpoint can inject faults, that a fault surfaces as a
+``TransientError`` (which the engine retries) or is absorbed with the right
+bytes. Read-only protocols (plain HTTP) give a ``seed`` function that places
+bytes on the server by other means.
+
+The kit calls the protocol as the engine does (``progress`` passed, the sink
+committed, its announced size checked), and fails a test by name when the
+protocol lets an exception other than ferry's escape: the engine takes those
+for permanent failures and never retries them.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -35,8 +45,8 @@ from pathlib import Path
 
 import pytest
 
-from .errors import IntegrityError, NotFound, TransientError
-from .protocol import Capability, Sink, Source
+from .errors import FerryError, IntegrityError, NotFound, TransientError
+from .protocol import Capability, Protocol, Sink, Source
 from .registry import Registry
 from .url import parse_url
 
@@ -66,6 +76,29 @@ class ConformanceEndpoint:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+#: the method that implements each capability (RESUME is a way of doing ``get``)
+_METHODS = {
+    Capability.GET: "get",
+    Capability.PUT: "put",
+    Capability.COPY: "copy",
+    Capability.STAT: "stat",
+    Capability.MKDIR: "mkdir",
+    Capability.REMOVE: "remove",
+    Capability.CHECKSUM: "checksum",
+}
+#: how the engine calls each method (placeholders: only the signature is checked)
+_CALLS: dict[str, tuple[tuple[object, ...], dict[str, object]]] = {
+    "get": (("url", "sink", "progress"), {}),
+    "put": (("source", "url", "progress"), {}),
+    "copy": (("src", "dst", "sha256"), {}),
+    "stat": (("url",), {}),
+    "mkdir": (("url",), {}),
+    "remove": (("url",), {"recursive": True}),
+    "checksum": (("url",), {}),
+    "close": ((), {}),
+}
 
 
 class ProtocolConformance:
@@ -169,6 +202,70 @@ class ProtocolConformance:
         if kit.can(Capability.REMOVE):
             kit.proto.remove(parse_url(kit.url("never-was")))  # missing: fine
 
+    def test_declared_capabilities_are_implemented(self, kit: _Kit) -> None:
+        """The engine plans routes from the declaration: a declared capability whose
+        method is ``Protocol``'s (which raises ``UnsupportedScheme``, or for
+        ``checksum`` knows nothing) fails every transfer that relies on it."""
+        cls = type(kit.unchecked)
+        missing = [
+            f"{cap} ({method})"
+            for cap, method in _METHODS.items()
+            if kit.can(cap) and getattr(cls, method) is getattr(Protocol, method)
+        ]
+        assert not missing, f"{cls.__name__} declares but does not implement: {', '.join(missing)}"
+        for method, (args, kwargs) in _CALLS.items():  # the engine's calls must bind
+            signature = inspect.signature(getattr(kit.unchecked, method))
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                want = inspect.signature(getattr(Protocol(), method))
+                pytest.fail(f"{cls.__name__}.{method}{signature}: {exc}; ferry's is {method}{want}")
+
+    def test_checksums_are_the_objects(self, kit: _Kit, tmp_path: Path) -> None:
+        """``stat`` and ``checksum`` report the sha256 of the bytes (hex), or nothing;
+        a protocol that declares ``checksum`` knows it for an object it stored, also
+        after an overwrite."""
+        if not (kit.can(Capability.STAT) or kit.can(Capability.CHECKSUM)):
+            pytest.skip("protocol has neither stat nor checksum")
+        kit.need_place()
+        url = None
+        for version in (os.urandom(70_000), os.urandom(60_000)):
+            url = kit.place("summed.bin", version, tmp_path, url=url)
+            want = _sha(version)
+            if kit.can(Capability.STAT):
+                st = kit.proto.stat(parse_url(url))
+                assert (st.size, st.is_dir) == (len(version), False)
+                assert st.checksums.get("sha256") in (None, want), "stat: wrong sha256"
+            if kit.can(Capability.CHECKSUM):
+                got = kit.proto.checksum(parse_url(url))
+                if kit.endpoint.seed is None:  # stored through put: it must know the sum
+                    assert got == want, "checksum() does not give the sha256 of the stored object"
+                assert got in (None, want), "checksum(): wrong sha256"
+
+    def test_failed_overwrite_keeps_the_old_object(self, kit: _Kit, tmp_path: Path) -> None:
+        """An upload that fails its sha256 check publishes nothing: the object that
+        was there stays, whole (no truncate-then-write, no delete on failure)."""
+        if not kit.can(Capability.PUT):
+            pytest.skip("protocol cannot put")
+        old = os.urandom(20_000)
+        url = kit.place("kept.bin", old, tmp_path)
+        src = tmp_path / "new.bin"
+        src.write_bytes(os.urandom(50_000))
+        with pytest.raises(IntegrityError):
+            kit.proto.put(Source(str(src), expected_sha256="0" * 64), parse_url(url), None)
+        assert kit.get(url, tmp_path) == (old, _sha(old))
+
+    def test_resume_continues_a_partial_download(self, kit: _Kit, tmp_path: Path) -> None:
+        """A protocol that declares ``resume`` continues a sink that already holds the
+        first bytes (or resets it and starts over): the result is the object."""
+        if not kit.can(Capability.RESUME):
+            pytest.skip("protocol does not declare resume")
+        kit.need_place()
+        data = os.urandom(150_000)
+        url = kit.place("resumed.bin", data, tmp_path)
+        got = kit.get(url, tmp_path, held=data[:50_000])
+        assert got == (data, _sha(data)), "not the object: did get() continue from sink.offset?"
+
     def test_transient_fault_is_transient(self, kit: _Kit, tmp_path: Path) -> None:
         """A fault surfaces as a TransientError (so the engine retries) or is absorbed."""
         if kit.endpoint.fault is None:
@@ -192,11 +289,16 @@ class _Kit:
         self.endpoint = endpoint
         self.prefix = f"kit-{secrets.token_hex(4)}"
         self.scheme = parse_url(endpoint.base_url).scheme
-        self.proto = endpoint.registry.protocol(self.scheme)
+        self.unchecked = endpoint.registry.protocol(self.scheme)
+        self.proto: Protocol = _Checked(self.unchecked)  # type: ignore[assignment]
         self.caps = endpoint.registry.capabilities(self.scheme)
 
     def can(self, cap: Capability) -> bool:
         return cap in self.caps
+
+    def need_place(self) -> None:
+        if self.endpoint.seed is None and not self.can(Capability.PUT):
+            pytest.skip("no way to place objects: the protocol cannot put and there is no seed")
 
     def url(self, name: str) -> str:
         return f"{self.endpoint.base_url.rstrip('/')}/{self.prefix}/{name}"
@@ -209,17 +311,63 @@ class _Kit:
         src = tmp_path / f"put-{secrets.token_hex(4)}"
         src.write_bytes(data)
         source = Source(str(src), expected_sha256=_sha(data))
-        self.proto.put(source, parse_url(url))
+        self.proto.put(source, parse_url(url), lambda n: None)  # as the engine calls it
         assert source.verify() == _sha(data)
         return url
 
-    def get(self, url: str, tmp_path: Path) -> tuple[bytes, str]:
+    def get(self, url: str, tmp_path: Path, *, held: bytes = b"") -> tuple[bytes, str]:
+        """The object's bytes and sha256, fetched as the engine fetches them: into a
+        sink beside the destination (``held``: bytes it holds already), the size
+        the protocol announced checked, then committed."""
         path = tmp_path / f"get-{secrets.token_hex(4)}"
-        sink = Sink(str(path))
+        sink = Sink.beside(str(path), f"{path}.part")
         try:
-            self.proto.get(parse_url(url), sink)
+            if held:
+                sink.write(held)
+            reported: list[int] = []
+            self.proto.get(parse_url(url), sink, reported.append)
+            announced = sink.expected_size
+            assert announced is None or announced == sink.offset, (
+                f"the protocol announced {announced} bytes (sink.set_size) but wrote"
+                f" {sink.offset}: the engine fails that download as incomplete"
+            )
+            fetched = sink.offset if sink.restarts else sink.offset - len(held)
+            assert sum(reported) == fetched or (sink.restarts and sum(reported) > fetched), (
+                f"progress() was told of {sum(reported)} bytes, the get wrote {fetched}:"
+                " call progress(n) for the n bytes of each write"
+            )
+            sink.commit(str(path))
         finally:
-            sink.close()
+            sink.discard()
         data = path.read_bytes()
         path.unlink()
         return data, sink.sha256
+
+
+class _Checked:
+    """A protocol whose calls fail the test, by name, when they raise an exception
+    that is none of ferry's: the engine reports it as a permanent failure (never
+    retried, whatever the cause) and ``mkdir``/``remove`` requests stop on it."""
+
+    def __init__(self, proto: Protocol) -> None:
+        self._proto = proto
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self._proto, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: object, **kwargs: object) -> object:
+            try:
+                return attr(*args, **kwargs)
+            except FerryError:
+                raise
+            except Exception as exc:
+                pytest.fail(
+                    f"{type(self._proto).__name__}.{name}() raised {type(exc).__name__}: {exc}"
+                    " - raise ferry's errors instead (TransientError to be retried), mapped"
+                    " once from the library's exceptions"
+                )
+
+        return call

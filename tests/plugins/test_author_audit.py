@@ -4,17 +4,36 @@ conformance kit failing broken plugins (and passing correct ones)."""
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from ferry.plugins.errors import PluginError, UnsupportedScheme
-from ferry.plugins.protocol import Capability, ProtocolInfo
+from ferry.plugins.errors import (
+    FerryError,
+    NotFound,
+    PluginError,
+    TransientError,
+    UnsupportedScheme,
+)
+from ferry.plugins.protocol import (
+    Capability,
+    Protocol,
+    ProtocolContext,
+    ProtocolInfo,
+    Sink,
+    Source,
+    Stat,
+)
 from ferry.plugins.registry import ProtocolEntry, Registry
+from ferry.plugins.testing import ConformanceEndpoint, ProtocolConformance, _Kit
+from ferry.plugins.url import URL
 
 from .test_declcache import make_dist
 from .test_registry import plugin_module
@@ -148,3 +167,185 @@ def test_a_protocol_that_fails_to_start_names_the_exception(
     reg = Registry(plugins={"mine": plugin_module(a=declared)}, load_entrypoints=False)
     with pytest.raises(PluginError, match=r"failed to start audit_initfails:Proto: KeyError: "):
         reg.protocol("mine")
+
+
+# -- the conformance kit ----------------------------------------------------------------
+
+
+class DirStore(Protocol):
+    """A correct little protocol: audit://NAME/key under the ``audit.root`` setting,
+    each object's sha256 in a sidecar, published by rename after ``verify``."""
+
+    name = "audit"
+    schemes = ("audit",)
+    faults = 0  # the next gets that fail transiently (the kit's ``fault``)
+
+    def path(self, url: URL) -> Path:
+        return Path(self.context.settings["audit.root"], url.host, url.path.lstrip("/"))
+
+    def get(self, url: URL, sink: Sink, progress: Callable[[int], None] | None = None) -> None:
+        if DirStore.faults:
+            DirStore.faults -= 1
+            raise TransientError(f"{url}: connection reset", url=str(url))
+        try:
+            data = self.path(url).read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFound(f"{url}: no such object", url=str(url)) from exc
+        sink.set_size(len(data))
+        if sink.offset:  # resume: the sink holds the first bytes
+            data = data[sink.offset :]
+        sink.write(data)
+        if progress:
+            progress(len(data))
+
+    def put(self, source: Source, url: URL, progress: Callable[[int], None] | None = None) -> None:
+        path = self.path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(b"".join(source.chunks()))
+        try:
+            sha = source.verify()
+        except FerryError:
+            tmp.unlink()
+            raise
+        path.with_name(path.name + ".sha256").write_text(sha)
+        tmp.replace(path)
+
+    def stat(self, url: URL) -> Stat:
+        try:
+            st = self.path(url).stat()
+        except FileNotFoundError as exc:
+            raise NotFound(f"{url}: no such object", url=str(url)) from exc
+        sha = self.checksum(url)
+        return Stat(size=st.st_size, checksums={"sha256": sha} if sha else {})
+
+    def checksum(self, url: URL) -> str | None:
+        sidecar = self.path(url).with_name(self.path(url).name + ".sha256")
+        return sidecar.read_text() if sidecar.exists() else None
+
+    def mkdir(self, url: URL) -> None:
+        self.path(url).mkdir(parents=True, exist_ok=True)
+
+    def remove(self, url: URL, recursive: bool = False) -> None:
+        self.path(url).unlink(missing_ok=True)
+
+
+class AnnouncesTooMuch(DirStore):
+    def get(self, url: URL, sink: Sink, progress: Callable[[int], None] | None = None) -> None:
+        super().get(url, sink, progress)
+        sink.set_size(sink.offset + 1)
+
+
+class NoProgressParameter(DirStore):
+    def get(self, url: URL, sink: Sink) -> None:  # type: ignore[override]
+        super().get(url, sink)
+
+
+class StaleSidecar(DirStore):
+    """Writes the sha256 sidecar only for a new object: an overwrite keeps the old sum."""
+
+    def put(self, source: Source, url: URL, progress: Callable[[int], None] | None = None) -> None:
+        sidecar = self.path(url).with_name(self.path(url).name + ".sha256")
+        old = sidecar.read_text() if sidecar.exists() else None
+        super().put(source, url, progress)
+        if old:
+            sidecar.write_text(old)
+
+
+class WritesInPlace(DirStore):
+    """Writes straight to the object's name and deletes it when ``verify`` fails."""
+
+    def put(self, source: Source, url: URL, progress: Callable[[int], None] | None = None) -> None:
+        path = self.path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"".join(source.chunks()))
+        try:
+            source.verify()
+        except FerryError:
+            path.unlink()
+            raise
+
+
+class NoProgressReports(DirStore):
+    def get(self, url: URL, sink: Sink, progress: Callable[[int], None] | None = None) -> None:
+        super().get(url, sink)
+
+
+class UnmappedErrors(DirStore):
+    def stat(self, url: URL) -> Stat:
+        return Stat(size=self.path(url).stat().st_size)  # FileNotFoundError escapes
+
+
+class IgnoresOffset(DirStore):
+    def get(self, url: URL, sink: Sink, progress: Callable[[int], None] | None = None) -> None:
+        data = self.path(url).read_bytes()
+        sink.write(data)
+        if progress:
+            progress(len(data))
+
+
+ALL = frozenset({Capability.GET, Capability.PUT, Capability.STAT, Capability.MKDIR,
+                 Capability.REMOVE, Capability.CHECKSUM})
+
+
+def endpoint(root: Path, cls: type[Protocol], caps: frozenset[Capability] = ALL) -> ConformanceEndpoint:
+    declared = ProtocolInfo(name="audit", schemes=("audit",), capabilities=caps,
+                            implementation=f"{__name__}:{cls.__name__}")
+    reg = Registry(ProtocolContext(settings={"audit.root": str(root)}),
+                   plugins={"audit": plugin_module(a=declared)}, load_entrypoints=False)
+    return ConformanceEndpoint(base_url="audit://kit/objects", registry=reg)
+
+
+class TestACorrectPluginPassesTheKit(ProtocolConformance):
+    __test__ = True
+
+    @pytest.fixture
+    def endpoint(self, tmp_path: Path) -> ConformanceEndpoint:
+        ep = endpoint(tmp_path / "root", DirStore, ALL | {Capability.RESUME})
+        ep.fault = faulty
+        return ep
+
+
+@contextlib.contextmanager
+def faulty(n: int) -> Iterator[None]:
+    DirStore.faults = n
+    try:
+        yield
+    finally:
+        DirStore.faults = 0
+
+
+def run_kit_test(name: str, ep: ConformanceEndpoint, tmp_path: Path) -> None:
+    kit = _Kit(ep)
+    try:
+        test = getattr(ProtocolConformance(), name)
+        test(kit, tmp_path) if "tmp_path" in inspect.signature(test).parameters else test(kit)
+    finally:
+        ep.registry.close()
+
+
+@pytest.mark.parametrize(
+    ("cls", "caps", "test", "why"),
+    [
+        (AnnouncesTooMuch, ALL, "test_roundtrip", "announced 200001 bytes"),
+        (NoProgressParameter, ALL, "test_declared_capabilities_are_implemented",
+         "NoProgressParameter.get(url: 'URL', sink: 'Sink') -> 'None': too many positional arguments;"
+         " ferry's is get(url: 'URL', sink: 'Sink', progress:"),
+        (NoProgressParameter, ALL, "test_roundtrip", "raised TypeError"),
+        (NoProgressReports, ALL, "test_large_object", "progress() was told of 0 bytes"),
+        (StaleSidecar, ALL, "test_checksums_are_the_objects", "stat: wrong sha256"),
+        (WritesInPlace, ALL, "test_failed_overwrite_keeps_the_old_object", "NotFound"),
+        (UnmappedErrors, ALL, "test_missing_is_not_found",
+         "UnmappedErrors.stat() raised FileNotFoundError"),
+        (DirStore, ALL | {Capability.COPY}, "test_declared_capabilities_are_implemented",
+         "declares but does not implement: third-party-copy (copy)"),
+        (IgnoresOffset, ALL | {Capability.RESUME}, "test_resume_continues_a_partial_download",
+         "did get() continue from sink.offset"),
+    ],
+)
+def test_the_kit_fails_a_broken_plugin(
+    tmp_path: Path, cls: type[Protocol], caps: frozenset[Capability], test: str, why: str
+) -> None:
+    with pytest.raises((AssertionError, pytest.fail.Exception, FerryError)) as info:
+        run_kit_test(test, endpoint(tmp_path / "root", cls, caps), tmp_path)
+    assert why in f"{info.typename}: {info.value}"
