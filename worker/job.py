@@ -325,6 +325,9 @@ class JobWorker:
                     code = EXIT_STAGE_IN
         if code != EXIT_OK:
             raise _Stop(code)
+        for i in self.spec.inputs:
+            if i.executable:
+                _chmod_x(self._path(i.path or i.lfn))
 
     def _restore_checkpoints(self) -> None:
         reqs = []
@@ -539,6 +542,19 @@ class JobWorker:
 
     _stdout_path = ""
     _stderr_path = ""
+
+
+def _chmod_x(path: str) -> None:
+    """``chmod +x`` (x where r is) a staged executable that we cannot run yet, as
+    pegasus-lite does: a symlinked input keeps its target's mode (HTCondor's sandbox
+    copy may have lost the bit)."""
+    if os.access(path, os.X_OK):
+        return
+    try:
+        mode = os.stat(path).st_mode
+        os.chmod(path, mode | (mode & 0o444) >> 2)
+    except OSError as exc:
+        log.warning("cannot make %s executable: %s", path, exc)
 
 
 def _read_text(path: str) -> str:

@@ -539,3 +539,30 @@ def test_a_mount_the_runtime_cannot_honour_fails_the_container_step(
     rec = record(tmp_path)
     assert rec["failed_step"] == "container" and "read-only" in rec["failures"][0]["reason"]
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_symlinked_executable_is_made_executable(tmp_path: Path) -> None:
+    """HTCondor's sandbox copy of a staged executable comes in as a symlink (condorio);
+    pegasus-lite runs ``chmod +x`` on it whatever it is. The worker used to set the bit
+    on copies only: the job failed with 'Permission denied'."""
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    (sandbox / "tool").write_text('#!/bin/sh\necho tool ran with "$1"\n')
+    (sandbox / "tool").chmod(0o640)
+    spec = write_spec(
+        tmp_path,
+        executable="tool",
+        arguments=["a b"],
+        inputs=[
+            {
+                "lfn": "tool",
+                "executable": True,
+                "symlink": True,
+                "sources": [{"url": f"file://{sandbox}/tool"}],
+            }
+        ],
+    )
+    p = worker(spec)
+    assert p.returncode == 0, p.stderr
+    assert record(tmp_path)["stdout_tail"] == "tool ran with a b\n"
+    assert (sandbox / "tool").stat().st_mode & 0o777 == 0o750
