@@ -32,6 +32,7 @@ for permanent failures and never retries them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -280,6 +281,27 @@ class ProtocolConformance:
         if got is not None:  # the plugin retried or resumed by itself: bytes must be right
             assert got == (data, _sha(data))
         assert kit.get(url, tmp_path) == (data, _sha(data))
+
+    def test_transient_fault_during_put_publishes_nothing_partial(
+        self, kit: _Kit, tmp_path: Path
+    ) -> None:
+        """An upload that a fault interrupts raises a ``TransientError`` (or absorbs
+        the fault); either way the URL holds the whole object or nothing."""
+        if kit.endpoint.fault is None:
+            pytest.skip("endpoint cannot inject faults")
+        if not kit.can(Capability.PUT):
+            pytest.skip("protocol cannot put")
+        data = os.urandom(100_000)
+        src = tmp_path / "flaky-src.bin"
+        src.write_bytes(data)
+        url = kit.url("flaky-put.bin")
+        with kit.endpoint.fault(1), contextlib.suppress(TransientError):
+            kit.proto.put(Source(str(src), expected_sha256=_sha(data)), parse_url(url), None)
+        try:
+            got = kit.get(url, tmp_path)
+        except NotFound:
+            return
+        assert got == (data, _sha(data)), "an interrupted put published a partial object"
 
 
 class _Kit:

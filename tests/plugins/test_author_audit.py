@@ -271,6 +271,26 @@ class NoProgressReports(DirStore):
         super().get(url, sink)
 
 
+class PartialOnFault(DirStore):
+    """A dropped connection leaves the bytes sent so far under the object's name."""
+
+    def put(self, source: Source, url: URL, progress: Callable[[int], None] | None = None) -> None:
+        if not DirStore.faults:
+            return super().put(source, url, progress)
+        DirStore.faults -= 1
+        self.path(url).parent.mkdir(parents=True, exist_ok=True)
+        self.path(url).write_bytes(next(source.chunks(40_000)))
+        raise TransientError(f"{url}: connection reset", url=str(url))
+
+
+class PlainErrorOnFault(DirStore):
+    def get(self, url: URL, sink: Sink, progress: Callable[[int], None] | None = None) -> None:
+        if DirStore.faults:
+            DirStore.faults -= 1
+            raise ConnectionResetError(104, "Connection reset by peer")
+        super().get(url, sink, progress)
+
+
 class UnmappedErrors(DirStore):
     def stat(self, url: URL) -> Stat:
         return Stat(size=self.path(url).stat().st_size)  # FileNotFoundError escapes
@@ -293,7 +313,7 @@ def endpoint(root: Path, cls: type[Protocol], caps: frozenset[Capability] = ALL)
                             implementation=f"{__name__}:{cls.__name__}")
     reg = Registry(ProtocolContext(settings={"audit.root": str(root)}),
                    plugins={"audit": plugin_module(a=declared)}, load_entrypoints=False)
-    return ConformanceEndpoint(base_url="audit://kit/objects", registry=reg)
+    return ConformanceEndpoint(base_url="audit://kit/objects", registry=reg, fault=faulty)
 
 
 class TestACorrectPluginPassesTheKit(ProtocolConformance):
@@ -301,9 +321,7 @@ class TestACorrectPluginPassesTheKit(ProtocolConformance):
 
     @pytest.fixture
     def endpoint(self, tmp_path: Path) -> ConformanceEndpoint:
-        ep = endpoint(tmp_path / "root", DirStore, ALL | {Capability.RESUME})
-        ep.fault = faulty
-        return ep
+        return endpoint(tmp_path / "root", DirStore, ALL | {Capability.RESUME})
 
 
 @contextlib.contextmanager
@@ -335,6 +353,10 @@ def run_kit_test(name: str, ep: ConformanceEndpoint, tmp_path: Path) -> None:
         (NoProgressReports, ALL, "test_large_object", "progress() was told of 0 bytes"),
         (StaleSidecar, ALL, "test_checksums_are_the_objects", "stat: wrong sha256"),
         (WritesInPlace, ALL, "test_failed_overwrite_keeps_the_old_object", "NotFound"),
+        (PartialOnFault, ALL, "test_transient_fault_during_put_publishes_nothing_partial",
+         "published a partial object"),
+        (PlainErrorOnFault, ALL, "test_transient_fault_is_transient",
+         "PlainErrorOnFault.get() raised ConnectionResetError"),
         (UnmappedErrors, ALL, "test_missing_is_not_found",
          "UnmappedErrors.stat() raised FileNotFoundError"),
         (DirStore, ALL | {Capability.COPY}, "test_declared_capabilities_are_implemented",
