@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 
@@ -44,9 +45,23 @@ def _shadowed(registry: Registry, entry: ProtocolEntry) -> dict[str, ProtocolEnt
     return others
 
 
-def _status(entry: ProtocolEntry, shadowed: dict[str, ProtocolEntry]) -> str:
+def _unavailable(entry: ProtocolEntry) -> str | None:
+    """Why the protocol cannot run here: its library is missing, or its implementation
+    module (found, not imported: a typo shows here, not at the first transfer)."""
     if not entry.available:
-        return f"unavailable: {entry.unavailable}"
+        return entry.unavailable
+    module = entry.info.implementation.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except Exception as exc:  # a parent package failed to import
+        return f"{module} cannot be found: {type(exc).__name__}: {exc}"
+    return None if found else f"{module} (its implementation) is not installed"
+
+
+def _status(entry: ProtocolEntry, shadowed: dict[str, ProtocolEntry]) -> str:
+    reason = _unavailable(entry)
+    if reason:
+        return f"unavailable: {reason}"
     if not shadowed:
         return "ok"
     taken = ", ".join(
@@ -73,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
                     "distribution": e.distribution,
                     "schemes": list(e.info.schemes),
                     "capabilities": sorted(str(c) for c in e.info.capabilities),
-                    "available": e.available,
-                    "reason": e.unavailable,
+                    "available": _unavailable(e) is None,
+                    "reason": _unavailable(e),
                     "shadowed": {s: w.info.name for s, w in shadowed[id(e)].items()},
                     "description": e.info.description,
                 }

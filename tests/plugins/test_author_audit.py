@@ -86,6 +86,24 @@ def test_a_plugin_cannot_take_over_a_builtin_scheme_and_is_listed_as_shadowed(
     assert row.endswith("ok; file:// served by file (ferry)")
 
 
+def test_plugins_lists_an_implementation_module_that_is_not_there(tmp_path: Path) -> None:
+    """A typo in ``implementation`` showed as ok until the first transfer failed."""
+    site = make_dist(tmp_path / "site", """
+        from ferry.plugins.spec import Capability, ProtocolInfo, hookimpl
+
+        @hookimpl
+        def ferry_protocols():
+            return [ProtocolInfo(name="mine", schemes=("mine",),
+                                 capabilities=frozenset({Capability.GET}),
+                                 implementation="myplug_protocl:Mine")]
+        """)
+    p = ferry("plugins", "--json", site=site, cache=tmp_path / "cache")
+    protocols = {x["name"]: x for x in json.loads(p.stdout)["protocols"]}
+    assert not protocols["mine"]["available"]
+    assert protocols["mine"]["reason"] == "myplug_protocl (its implementation) is not installed"
+    assert protocols["file"]["available"] and protocols["s3"]["available"]
+
+
 def test_load_failures_are_one_line_and_name_the_module(tmp_path: Path) -> None:
     """A hook with a wrong signature (pluggy's message spans lines) and a hook that
     raises: each failure is one line, with the module and the exception's type."""
