@@ -5,6 +5,7 @@ conformance kit failing broken plugins (and passing correct ones)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 
 from ferry.plugins.errors import (
     FerryError,
+    IntegrityError,
     NotFound,
     PluginError,
     TransientError,
@@ -33,7 +35,7 @@ from ferry.plugins.protocol import (
 )
 from ferry.plugins.registry import ProtocolEntry, Registry
 from ferry.plugins.testing import ConformanceEndpoint, ProtocolConformance, _Kit
-from ferry.plugins.url import URL
+from ferry.plugins.url import URL, parse_url
 
 from .test_declcache import make_dist
 from .test_registry import plugin_module
@@ -389,3 +391,53 @@ def test_the_kit_fails_a_broken_plugin(
     with pytest.raises((AssertionError, pytest.fail.Exception, FerryError)) as info:
         run_kit_test(test, endpoint(tmp_path / "root", cls, caps), tmp_path)
     assert why in f"{info.typename}: {info.value}"
+
+
+# -- the example plugin (examples/ferry-store), the template authors copy -------------
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Protocol, Path]]:
+    monkeypatch.setenv("FERRY_STORE_AUDIT", str(tmp_path / "root"))
+    with Registry(use_cache=False) as reg:
+        yield reg.protocol("store"), tmp_path / "root"
+
+
+def put_bytes(proto: Protocol, url: str, data: bytes, tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    proto.put(Source(str(src)), parse_url(url), None)
+
+
+def test_example_get_checks_the_stored_sha256(
+    store: tuple[Protocol, Path], tmp_path: Path
+) -> None:
+    """docs/plugins.md: a service that stores a sha256 compares it at the end of a get."""
+    proto, root = store
+    put_bytes(proto, "store://audit/a.bin", b"the bytes", tmp_path)
+    (root / "a.bin").write_bytes(b"the bytez")  # changed behind the store's back
+    sink = Sink(str(tmp_path / "got"))
+    with pytest.raises(IntegrityError) as info:
+        proto.get(parse_url("store://audit/a.bin"), sink, None)
+    sink.close()
+    assert info.value.expected == hashlib.sha256(b"the bytes").hexdigest()
+    assert info.value.actual == hashlib.sha256(b"the bytez").hexdigest()
+
+
+def test_example_stat_of_a_directory_says_so(store: tuple[Protocol, Path]) -> None:
+    proto, _ = store
+    proto.mkdir(parse_url("store://audit/sub/dir"))
+    st = proto.stat(parse_url("store://audit/sub/dir"))
+    assert st.is_dir and not st.checksums
+
+
+def test_example_failed_put_leaves_no_sha256_sidecar(
+    store: tuple[Protocol, Path], tmp_path: Path
+) -> None:
+    """The sum was written beside the object before the rename, and stayed when the
+    rename failed: a later object there would report the wrong sha256."""
+    proto, root = store
+    (root / "taken.bin" / "inside").mkdir(parents=True)  # the rename onto it fails
+    with pytest.raises(FerryError):
+        put_bytes(proto, "store://audit/taken.bin", b"new bytes", tmp_path)
+    assert sorted(p.name for p in root.iterdir()) == ["taken.bin"]

@@ -7,11 +7,13 @@ import errno
 import os
 import secrets
 import shutil
+import stat as stat_mod
 from collections.abc import Callable, Iterator
 
 from ferry.plugins.spec import (
     URL,
     ConfigError,
+    IntegrityError,
     NotFound,
     PermanentError,
     PermissionDenied,
@@ -64,6 +66,15 @@ class StoreProtocol(Protocol):
             sink.set_size(os.fstat(f.fileno()).st_size)
             f.seek(sink.offset)
             sink.copy_from(f, progress=progress)
+        stored = self.checksum(url)
+        if stored and stored != sink.sha256:  # the object changed behind the store's back
+            raise IntegrityError(
+                f"{url}: sha256 {sink.sha256} does not match the stored {stored}",
+                expected=stored,
+                actual=sink.sha256,
+                url=str(url),
+                plugin="store",
+            )
 
     def put(self, source: Source, url: URL, progress: Callable[[int], None] | None = None) -> None:
         path = self._path(url)
@@ -76,18 +87,25 @@ class StoreProtocol(Protocol):
                     sink.copy_from(reader, progress=progress)  # type: ignore[arg-type]
                 sink.close()
                 sha = source.verify()  # raises before anything becomes visible
-                with open(path + SIDECAR, "w") as f:
+                with open(tmp + SIDECAR, "w") as f:
                     f.write(sha)
+                # the object, then its sum: a failure between leaves no sum (not a wrong one)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path + SIDECAR)
                 os.replace(tmp, path)
+                os.replace(tmp + SIDECAR, path + SIDECAR)
             except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+                for leftover in (tmp, tmp + SIDECAR):
+                    with contextlib.suppress(OSError):
+                        os.unlink(leftover)
                 raise
 
     def stat(self, url: URL) -> Stat:
         path = self._path(url)
         with map_os_exceptions(url):
             st = os.stat(path)
+        if stat_mod.S_ISDIR(st.st_mode):
+            return Stat(mtime=st.st_mtime, is_dir=True)
         sha = self.checksum(url)
         return Stat(size=st.st_size, mtime=st.st_mtime, checksums={"sha256": sha} if sha else {})
 
