@@ -123,6 +123,11 @@ def _check_info(info: object) -> None:
         )
 
 
+def _reason(exc: BaseException) -> str:
+    """Why a plugin failed, on one line (pluggy's validation errors span lines)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
 def _is_scheme(s: object) -> bool:
     """A lower-case URL scheme (RFC 3986: a letter, then letters, digits, + . -)."""
     return (
@@ -223,9 +228,7 @@ class Registry:
                 plugin = ep.load()
                 pm.register(plugin, name=ep.name)
             except Exception as exc:  # a broken plugin must not stop the others
-                self._failures.append(
-                    LoadFailure(ep.name, f"{dist} ({ep.value})", f"{type(exc).__name__}: {exc}")
-                )
+                self._failures.append(LoadFailure(ep.name, f"{dist} ({ep.value})", _reason(exc)))
                 continue
             self._dists[ep.name] = dist
             self._sources[ep.name] = f"{dist} ({ep.value})"
@@ -241,7 +244,7 @@ class Registry:
         try:
             self.pm.register(plugin, name=name)
         except Exception as exc:
-            self._failures.append(LoadFailure(name, "registered in code", str(exc)))
+            self._failures.append(LoadFailure(name, "registered in code", _reason(exc)))
             return
         self._dists[name] = "(in process)"
         self._entries = None
@@ -272,7 +275,7 @@ class Registry:
                     _check_info(info)
             except Exception as exc:
                 source = self._sources.get(name) or self._dists.get(name, "?")
-                reason = f"ferry_protocols(): {type(exc).__name__}: {exc}"
+                reason = f"ferry_protocols(): {_reason(exc)}"
                 self._hook_failures.append(LoadFailure(name, source, reason))
                 continue
             dist = self._dists.get(name, "?")
@@ -298,9 +301,11 @@ class Registry:
             candidates.sort(key=lambda e: e.distribution != PROJECT)  # stable
         if not candidates:
             known = sorted({s for e in self.entries() for s in e.info.schemes})
-            raise UnsupportedScheme(
-                f"no plugin serves {scheme}:// (known schemes: {', '.join(known)})"
-            )
+            message = f"no plugin serves {scheme}:// (known schemes: {', '.join(known)})"
+            if self.failures:  # one of them may be the plugin that serves it
+                broken = "; ".join(f"{f.plugin} ({f.reason})" for f in self.failures)
+                message += f"; plugins that failed to load: {broken}"
+            raise UnsupportedScheme(message)
         for entry in candidates:
             if entry.available:
                 return entry

@@ -70,10 +70,6 @@ def _status(entry: ProtocolEntry, shadowed: dict[str, ProtocolEntry]) -> str:
     return f"shadowed: {taken}" if len(shadowed) == len(entry.info.schemes) else f"ok; {taken}"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())  # pluggy's validation errors span lines
-
-
 def run(args: argparse.Namespace) -> int:
     registry = Registry(use_cache=False)  # always the full discovery (it refreshes the cache)
     entries = registry.entries()
@@ -96,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                 for e in entries
             ],
             "failures": [
-                {"plugin": f.plugin, "source": f.source, "reason": _one_line(f.reason)}
+                {"plugin": f.plugin, "source": f.source, "reason": f.reason}
                 for f in registry.failures
             ],
             "runtimes": [
@@ -123,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
     for f in registry.failures:
-        print(f"failed to load plugin {f.plugin!r} from {f.source}: {_one_line(f.reason)}")
+        print(f"failed to load plugin {f.plugin!r} from {f.source}: {f.reason}")
     print()
     rows = [("RUNTIME", "STATUS")]
     rows += [(n, f"ok ({b})" if r is None else f"unavailable: {r}") for n, b, r in runtimes]

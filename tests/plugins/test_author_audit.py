@@ -34,6 +34,7 @@ from ferry.plugins.protocol import (
     Stat,
 )
 from ferry.plugins.registry import ProtocolEntry, Registry
+from ferry.plugins.spec import hookimpl
 from ferry.plugins.testing import ConformanceEndpoint, ProtocolConformance, _Kit
 from ferry.plugins.url import URL, parse_url
 
@@ -156,6 +157,23 @@ def test_a_declaration_ferry_would_misread_is_a_load_failure(
     for scheme in ("mine", "m", "in"):  # a str's parts matched as schemes before
         with pytest.raises(UnsupportedScheme):
             reg.entry_for(scheme)
+
+
+def test_a_url_of_no_known_scheme_names_the_plugins_that_failed_to_load() -> None:
+    """The plugin that would serve it may be one that failed: say which, and why."""
+
+    class Broken:
+        @hookimpl
+        def ferry_protocols(self) -> list[ProtocolInfo]:
+            raise ModuleNotFoundError("No module named 'mine_sdk'")
+
+    reg = Registry(plugins={"mine": Broken()}, load_entrypoints=False)
+    with pytest.raises(UnsupportedScheme) as info:
+        reg.protocol("mine")
+    assert str(info.value).endswith(
+        "; plugins that failed to load: mine (ferry_protocols(): ModuleNotFoundError:"
+        " No module named 'mine_sdk')"
+    )
 
 
 def test_capabilities_given_as_their_string_values_are_accepted() -> None:
