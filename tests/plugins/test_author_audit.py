@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -459,3 +460,36 @@ def test_example_failed_put_leaves_no_sha256_sidecar(
     with pytest.raises(FerryError):
         put_bytes(proto, "store://audit/taken.bin", b"new bytes", tmp_path)
     assert sorted(p.name for p in root.iterdir()) == ["taken.bin"]
+
+
+# -- docs/plugins.md --------------------------------------------------------------------
+
+DOC = Path(__file__).parents[2] / "docs" / "plugins.md"
+
+
+def doc_blocks() -> list[str]:
+    blocks = DOC.read_text().split("```python\n")[1:]
+    return [block.split("```", 1)[0] for block in blocks]
+
+
+def test_the_docs_example_declaration_is_valid_and_its_message_quoted() -> None:
+    space: dict[str, object] = {}
+    exec(doc_blocks()[0], space)  # the hook module of section 1
+    (declared,) = space["ferry_protocols"]()  # type: ignore[operator]
+    reg = Registry(plugins={"myproto": plugin_module(a=declared)}, load_entrypoints=False)
+    assert not reg.failures
+    entry = ProtocolEntry("myproto", "ferry-myproto", declared)
+    assert f"`unavailable: {entry.unavailable}`" in DOC.read_text()
+
+
+def test_the_docs_example_protocol_implements_what_section_1_declares() -> None:
+    space: dict[str, object] = {}
+    exec(doc_blocks()[0], space)
+    (declared,) = space["ferry_protocols"]()  # type: ignore[operator]
+    exec(doc_blocks()[1], space)  # the protocol of section 3
+    cls = space["MyProtocol"]
+    kit = types.SimpleNamespace(
+        unchecked=cls.__new__(cls),  # type: ignore[call-overload]  # (its __init__ needs the SDK)
+        can=lambda cap: cap in declared.capabilities,
+    )
+    ProtocolConformance().test_declared_capabilities_are_implemented(kit)  # type: ignore[arg-type]
