@@ -51,6 +51,18 @@ class Runner:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
 
+    @staticmethod
+    def _end_group(pgid: int, grace_end: float) -> None:
+        """What the job left running in its process group: KILLed, as a batch system ends
+        a job's processes; after a TERM, not before the grace that TERM announced (a
+        wrapper script dies at once, the program it ran may still write its checkpoint)."""
+        while _group_runs(pgid):
+            if time.monotonic() >= grace_end:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
     def run(
         self,
         argv: Sequence[str],
@@ -98,6 +110,7 @@ class Runner:
         deadline = start + timeout if timeout else None
         next_tick = start + tick_interval if tick and tick_interval else None
         kill_at: float | None = None
+        killed = False
         while not done.is_set():
             now = time.monotonic()
             waits = [t for t in (deadline, next_tick, kill_at) if t is not None]
@@ -115,16 +128,27 @@ class Runner:
                 kill_at = now + kill_grace
             if kill_at is not None and now >= kill_at:
                 self._signal(signal.SIGKILL)
+                killed = True
                 kill_at = now + 3600  # nothing more to escalate to
             if next_tick is not None and now >= next_tick and tick is not None:
                 tick()
                 next_tick = time.monotonic() + (tick_interval or 0)
         reaper.join()
+        wall = time.monotonic() - start
+        if killed:
+            grace_end = time.monotonic()
+        elif kill_at is not None:
+            grace_end = kill_at
+        elif timed_out or self._stop.is_set():
+            grace_end = time.monotonic() + kill_grace
+        else:
+            grace_end = time.monotonic()
+        self._end_group(pid, grace_end)
         # the Popen object never reaped the child itself: keep it from trying
         self._proc.returncode = 0
+        self._proc = None  # its pid is no longer the job's: nothing more is sent to it
         status = int(waited["status"])  # type: ignore[call-overload]
         usage = waited["usage"]
-        wall = time.monotonic() - start
         code = os.waitstatus_to_exitcode(status)
         return ProcessResult(
             exit_code=code if code >= 0 else None,
@@ -136,3 +160,29 @@ class Runner:
             timed_out=timed_out,
             terminated=self._terminated,
         )
+
+
+def _group_runs(pgid: int) -> bool:
+    """Whether a process of the group still runs. Zombies do not count: an orphan's
+    waits for a reaper that, in some containers, never comes."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True  # no /proc to tell zombies apart
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X"):
+            return True
+    return False

@@ -566,3 +566,68 @@ def test_a_symlinked_executable_is_made_executable(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert record(tmp_path)["stdout_tail"] == "tool ran with a b\n"
     assert (sandbox / "tool").stat().st_mode & 0o777 == 0o750
+
+
+# -- the job's process group after the job -----------------------------------------------------
+
+SIM = """
+import signal, sys, time
+def term(*_):
+    time.sleep(1.0)  # a big checkpoint takes a while to write
+    open("state.ckpt", "w").write("42\\n")
+    sys.exit(3)
+signal.signal(signal.SIGTERM, term)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_a_wrapped_programs_checkpoint_is_waited_for_after_term(tmp_path: Path) -> None:
+    """Jobs are often shell wrappers. At the checkpoint time the whole process group
+    gets TERM: the shell dies at once, the program it runs writes its checkpoint in its
+    TERM handler. The worker used to stage checkpoints out as soon as the shell was
+    gone, before the file was written (and left the program running): the checkpoint
+    was lost. Now the group gets its kill_grace."""
+    (tmp_path / "sim.py").write_text(SIM)
+    ck = tmp_path / "ck" / "state.ckpt"
+    spec = write_spec(
+        tmp_path,
+        arguments=["-c", f"{sys.executable} {tmp_path}/sim.py; echo wrapper done"],
+        checkpoints=[{"lfn": "state.ckpt", "url": f"file://{ck}"}],
+        timeout=1,
+        kill_grace=20,
+    )
+    t0 = time.monotonic()
+    p = worker(spec)
+    assert p.returncode == 1, p.stderr
+    assert time.monotonic() - t0 < 15  # the group ended well before the KILL was due
+    assert ck.read_text() == "42\n"
+    rec = record(tmp_path)
+    assert rec["timed_out"] and rec["signal"] == signal.SIGTERM
+    assert [(t["direction"], t["ok"]) for t in rec["transfers"]] == [("checkpoint-out", True)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X")
+
+
+def test_processes_the_job_leaves_behind_are_killed(tmp_path: Path) -> None:
+    """A batch system ends what a job leaves running when it exits (HTCondor kills the
+    job's process family); under `ferry run` nobody else would, and the process would
+    outlive its work directory. It used to."""
+    spec = write_spec(tmp_path, arguments=["-c", f"sleep 300 & echo $! > {tmp_path}/bg.pid"])
+    p = worker(spec)
+    pid = int((tmp_path / "bg.pid").read_text())
+    try:
+        assert p.returncode == 0, p.stderr
+        deadline = time.monotonic() + 5
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(pid)
+    finally:
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
