@@ -631,3 +631,79 @@ def test_processes_the_job_leaves_behind_are_killed(tmp_path: Path) -> None:
     finally:
         if _running(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+# -- a Pegasus workflow in a container, end to end ---------------------------------------------
+
+TOOL = """#!/bin/sh
+echo "argc=$#"
+for a in "$@"; do echo "[$a]"; done
+echo "FOO=$FOO HOME=$HOME PWD=$(pwd) image=$FERRY_IMAGE_VAR"
+cat "$2" > "$4"
+cat
+echo to-stderr >&2
+"""
+
+
+@pytest.mark.container
+def test_pegasus_docker_container_workflow_runs_in_charliecloud(
+    tmp_path: Path, busybox: Path
+) -> None:
+    """Container.DOCKER with a ``docker save`` tar on the submit host (image_site,
+    checksum), a stageable executable run inside it, stdin/stdout/stderr files, an env
+    profile, arguments with spaces, quotes and an empty one, an LFN with a space."""
+    from Pegasus.api import (
+        Container,
+        File,
+        Job,
+        ReplicaCatalog,
+        Transformation,
+        TransformationCatalog,
+        Workflow,
+    )
+
+    (tmp_path / "tool.sh").write_text(TOOL)
+    (tmp_path / "in put.txt").write_text("input data\n")
+    (tmp_path / "stdin.txt").write_text("stdin data\n")
+    image = Container(
+        "bb",
+        Container.DOCKER,
+        image=f"file://{busybox}",
+        image_site="local",
+        checksum={"sha256": sha(busybox.read_bytes())},
+    )
+    tool = Transformation(
+        "tool", site="local", pfn=str(tmp_path / "tool.sh"), is_stageable=True, container=image
+    )
+    tool.add_env(FOO="bar baz")
+    rc = ReplicaCatalog()
+    rc.add_replica("local", "in put.txt", f"file://{tmp_path}/in%20put.txt")
+    rc.add_replica("local", "stdin.txt", f"file://{tmp_path}/stdin.txt")
+    fin, fout = File("in put.txt"), File("out.txt")
+    job = Job(tool, _id="t1").add_args("-i", fin, "-o", fout, 'it\'s "quoted"', "")
+    job.add_inputs(fin).add_outputs(fout)
+    job.set_stdin(File("stdin.txt")).set_stdout(File("t1.out")).set_stderr(File("t1.err"))
+    wf = Workflow("cwf").add_jobs(job)
+    wf.add_transformation_catalog(
+        TransformationCatalog().add_containers(image).add_transformations(tool)
+    )
+    wf.add_replica_catalog(rc)
+    wf.write(str(tmp_path / "wf.yml"))
+    run = tmp_path / "run"
+    res = ferry(
+        "run", "wf.yml", "-d", str(run), "-O", "out", "-j", "1",
+        cwd=tmp_path, env={"FERRY_IMAGE_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = tmp_path / "out"
+    assert (out / "out.txt").read_text() == "input data\n"
+    assert (out / "t1.out").read_text() == (
+        'argc=6\n[-i]\n[in put.txt]\n[-o]\n[out.txt]\n[it\'s "quoted"]\n[]\n'
+        "FOO=bar baz HOME=/srv PWD=/srv image=from-image\nstdin data\n"
+    )
+    assert (out / "t1.err").read_text() == "to-stderr\n"
+    [rec] = records(run, "t1")
+    assert rec["container"]["runtime"] == "charliecloud"
+    assert rec["container"]["sha256"] == f"sha256:{sha(busybox.read_bytes())}"
+    outs = {t["lfn"]: t["sha256"] for t in rec["transfers"] if t["direction"] == "output"}
+    assert outs["out.txt"] == "sha256:" + sha(b"input data\n")
