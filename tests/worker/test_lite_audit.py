@@ -691,9 +691,17 @@ def test_pegasus_docker_container_workflow_runs_in_charliecloud(
     wf.write(str(tmp_path / "wf.yml"))
     run = tmp_path / "run"
     res = ferry(
-        "run", "wf.yml", "-d", str(run), "-O", "out", "-j", "1",
-        cwd=tmp_path, env={"FERRY_IMAGE_CACHE": str(tmp_path / "cache")},
-    )  # fmt: skip
+        "run",
+        "wf.yml",
+        "-d",
+        str(run),
+        "-O",
+        "out",
+        "-j",
+        "1",
+        cwd=tmp_path,
+        env={"FERRY_IMAGE_CACHE": str(tmp_path / "cache")},
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     out = tmp_path / "out"
     assert (out / "out.txt").read_text() == "input data\n"
