@@ -52,7 +52,8 @@ EXIT_CODES = {
     EXIT_INTEGRITY: "integrity failure (an input's sha256 did not match)",
     EXIT_STAGE_OUT: "stage-out failed (an output could not be stored)",
     EXIT_CONTAINER: "the container image could not be staged or prepared",
-    EXIT_EVICTED: "the worker was sent TERM (eviction); checkpoints were staged out",
+    EXIT_EVICTED: "the worker was sent TERM (eviction): the job was stopped and its checkpoints"
+    " staged out, or it had not started",
 }
 
 _TAIL = 4096

@@ -39,7 +39,8 @@ exit status:
   4    integrity failure (an input's sha256 did not match)
   5    stage-out failed
   6    the container image could not be staged or prepared
-  143  the worker was sent TERM (eviction); checkpoints were staged out
+  143  the worker was sent TERM (eviction): the job was stopped and its
+       checkpoints staged out, or it had not started
 """
 
 
