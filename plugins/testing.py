@@ -107,6 +107,13 @@ class ProtocolConformance:
 
     __test__ = False
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """A subclass is collected by pytest unless it says ``__test__ = False``
+        (forgetting ``__test__ = True`` used to run none of the tests, silently)."""
+        super().__init_subclass__(**kwargs)
+        if "__test__" not in cls.__dict__:
+            cls.__test__ = True
+
     @pytest.fixture
     def endpoint(self) -> ConformanceEndpoint:
         raise NotImplementedError("provide an `endpoint` fixture returning ConformanceEndpoint")
@@ -333,8 +340,18 @@ class _Kit:
         src = tmp_path / f"put-{secrets.token_hex(4)}"
         src.write_bytes(data)
         source = Source(str(src), expected_sha256=_sha(data))
-        self.proto.put(source, parse_url(url), lambda n: None)  # as the engine calls it
+        reported: list[int] = []
+        self.proto.put(source, parse_url(url), reported.append)  # as the engine calls it
+        assert source.bytes_read == len(data), (
+            f"put() read {source.bytes_read} of {len(data)} bytes through the Source:"
+            " read source.reader() or source.chunks() (ferry hashes the bytes as they are"
+            " read), not source.path"
+        )
         assert source.verify() == _sha(data)
+        assert sum(reported) >= len(data), (
+            f"progress() was told of {sum(reported)} bytes, the put sent {len(data)}:"
+            " call progress(n) for the n bytes of each write"
+        )
         return url
 
     def get(self, url: str, tmp_path: Path, *, held: bytes = b"") -> tuple[bytes, str]:

@@ -242,6 +242,8 @@ class DirStore(Protocol):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".part")
         tmp.write_bytes(b"".join(source.chunks()))
+        if progress:
+            progress(source.size)
         try:
             sha = source.verify()
         except FerryError:
@@ -298,6 +300,8 @@ class WritesInPlace(DirStore):
         path = self.path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"".join(source.chunks()))
+        if progress:
+            progress(source.size)
         try:
             source.verify()
         except FerryError:
@@ -328,6 +332,19 @@ class PlainErrorOnFault(DirStore):
             DirStore.faults -= 1
             raise ConnectionResetError(104, "Connection reset by peer")
         super().get(url, sink, progress)
+
+
+class ReadsThePath(DirStore):
+    """Uploads the file itself, not through the Source (which hashes what is read)."""
+
+    def put(self, source: Source, url: URL, progress: Callable[[int], None] | None = None) -> None:
+        self.path(url).parent.mkdir(parents=True, exist_ok=True)
+        self.path(url).write_bytes(Path(source.path).read_bytes())
+
+
+class NoPutProgress(DirStore):
+    def put(self, source: Source, url: URL, progress: Callable[[int], None] | None = None) -> None:
+        super().put(source, url)
 
 
 class UnmappedErrors(DirStore):
@@ -390,6 +407,8 @@ def run_kit_test(name: str, ep: ConformanceEndpoint, tmp_path: Path) -> None:
          " ferry's is get(url: 'URL', sink: 'Sink', progress:"),
         (NoProgressParameter, ALL, "test_roundtrip", "raised TypeError"),
         (NoProgressReports, ALL, "test_large_object", "progress() was told of 0 bytes"),
+        (NoPutProgress, ALL, "test_large_object", "progress() was told of 0 bytes, the put"),
+        (ReadsThePath, ALL, "test_roundtrip", "put() read 0 of 200000 bytes through the Source"),
         (StaleSidecar, ALL, "test_checksums_are_the_objects", "stat: wrong sha256"),
         (WritesInPlace, ALL, "test_failed_overwrite_keeps_the_old_object", "NotFound"),
         (PartialOnFault, ALL, "test_transient_fault_during_put_publishes_nothing_partial",
@@ -493,3 +512,16 @@ def test_the_docs_example_protocol_implements_what_section_1_declares() -> None:
         can=lambda cap: cap in declared.capabilities,
     )
     ProtocolConformance().test_declared_capabilities_are_implemented(kit)  # type: ignore[arg-type]
+
+
+def test_a_kit_subclass_is_collected_without_saying_test_true() -> None:
+    """Forgetting ``__test__ = True`` ran none of the kit's tests, without a word."""
+
+    class TestForgot(ProtocolConformance):
+        pass
+
+    class Base(ProtocolConformance):
+        __test__ = False
+
+    assert TestForgot.__test__ is True and Base.__test__ is False
+    assert ProtocolConformance.__test__ is False
