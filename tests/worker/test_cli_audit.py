@@ -299,3 +299,28 @@ def test_plain_log_lines_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     assert p.returncode == 0
     assert "━" not in p.stderr and "\x1b[" not in p.stderr
     assert "INFO:  " in p.stderr and "All transfers completed successfully." in p.stderr
+
+
+def test_standalone_json_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    lst = []
+    for i in range(300):  # a report far larger than a pipe's buffer
+        (tmp_path / f"f{i}").write_bytes(b"x")
+        lst.append(entry(f"f{i}", [(str(tmp_path / f"f{i}"), 1)], f"file://{tmp_path}/o/f{i}"))
+    (tmp_path / "list.json").write_text(json.dumps(lst))
+    with open(tmp_path / "stderr", "wb") as stderr:  # not a pipe nobody reads while we wait
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ferry.worker.transfer_cli", "--json", "-f", "list.json"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.read(10).startswith(b"{")
+        proc.stdout.close()  # as `| head -c 10` does
+        assert proc.wait(timeout=60) == 141
+    finally:
+        proc.kill()
+    err = (tmp_path / "stderr").read_text()
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+    assert "Stats: 300 transfer(s), 300 succeeded" in err
