@@ -226,7 +226,11 @@ class JobWorker:
         if not self._check_success(result):
             self._phase("checkpoint_out", lambda: self._stage_checkpoints(final=True))
             return _Outcome(EXIT_JOB_FAILED)
-        self._phase("stage_out", self._stage_out)
+        try:
+            self._phase("stage_out", self._stage_out)
+        except _Stop:  # the attempt fails after all: keep its progress for the next one
+            self._phase("checkpoint_out", lambda: self._stage_checkpoints(final=True))
+            raise
         return _Outcome(EXIT_OK)
 
     def _stop_if_evicted(self, step: str) -> None:

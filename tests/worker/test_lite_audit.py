@@ -715,3 +715,24 @@ def test_pegasus_docker_container_workflow_runs_in_charliecloud(
     assert rec["container"]["sha256"] == f"sha256:{sha(busybox.read_bytes())}"
     outs = {t["lfn"]: t["sha256"] for t in rec["transfers"] if t["direction"] == "output"}
     assert outs["out.txt"] == "sha256:" + sha(b"input data\n")
+
+
+def test_checkpoints_are_kept_when_the_outputs_cannot_be_staged_out(tmp_path: Path) -> None:
+    """pegasus-lite stages checkpoint files out after the task whatever happens next; a
+    job whose outputs then fail to reach their destination is retried, and the retry
+    should start from the latest checkpoint. The worker used to keep checkpoints only
+    for failed or evicted jobs."""
+    (tmp_path / "blocker").write_text("")
+    ck = tmp_path / "ck" / "state.ckpt"
+    spec = write_spec(
+        tmp_path,
+        arguments=["-c", "echo 99 > state.ckpt; echo result > out.txt"],
+        checkpoints=[{"lfn": "state.ckpt", "url": f"file://{ck}"}],
+        outputs=[{"lfn": "out.txt", "destinations": [{"url": f"file://{tmp_path}/blocker/o"}]}],
+    )
+    p = worker(spec)
+    assert p.returncode == 5, p.stderr
+    rec = record(tmp_path)
+    assert rec["failed_step"] == "stage-out"
+    assert ck.read_text() == "99\n"
+    assert ("checkpoint-out", True) in [(t["direction"], t["ok"]) for t in rec["transfers"]]
