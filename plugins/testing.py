@@ -38,6 +38,8 @@ import hashlib
 import inspect
 import os
 import secrets
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -51,7 +53,7 @@ from .protocol import Capability, Protocol, Sink, Source
 from .registry import Registry
 from .url import parse_url
 
-__all__ = ["ConformanceEndpoint", "ProtocolConformance"]
+__all__ = ["ConformanceEndpoint", "FaultProxy", "ProtocolConformance"]
 
 
 @dataclass
@@ -73,6 +75,85 @@ class ConformanceEndpoint:
     large_size: int = 9 * (1 << 20) + 123
     #: tests that cannot apply to this protocol, with the reason (name -> why)
     unimplementable: dict[str, str] = field(default_factory=dict)
+
+
+class FaultProxy:
+    """A TCP proxy on 127.0.0.1 in front of your server, for ``fault=``.
+
+    Point ``base_url`` at ``proxy.port`` and pass ``fault=proxy.cut``: within
+    ``with proxy.cut(n, after=40_000):`` the next ``n`` connections that carry
+    more than ``after`` bytes (either way, counted from the call; pooled
+    connections too) are closed right there, mid-transfer, as a dropped
+    connection would be::
+
+        proxy = FaultProxy(("127.0.0.1", server.port))
+        ConformanceEndpoint(base_url=f"myproto://127.0.0.1:{proxy.port}/kit",
+                            fault=proxy.cut)
+    """
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._after = 0
+        self._since: dict[int, int] = {}  # connection number -> bytes since cut() began
+        self._connections = 0
+        self.cuts = 0  #: connections cut so far
+        threading.Thread(target=self._accept, name="ferry-fault-proxy", daemon=True).start()
+
+    @contextlib.contextmanager
+    def cut(self, n: int, after: int = 40_000) -> Iterator[None]:
+        with self._lock:
+            self._pending, self._after = n, after
+            self._since = dict.fromkeys(self._since, 0)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pending = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._sock.accept()
+                server = socket.create_connection(self.upstream, timeout=10)
+            except OSError:
+                if self._sock.fileno() == -1:
+                    return  # closed
+                continue
+            server.settimeout(None)
+            with self._lock:
+                self._connections += 1
+                conn = self._connections
+                self._since[conn] = 0
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(src, dst, conn), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, conn: int) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                with self._lock:
+                    seen = self._since.get(conn, 0) + len(data)
+                    self._since[conn] = seen
+                    cut = self._pending > 0 and seen > self._after
+                    if cut:
+                        self._pending -= 1
+                        self.cuts += 1
+                if cut:
+                    dst.sendall(data[: max(0, len(data) - (seen - self._after))])
+                    break
+                dst.sendall(data)
+        with self._lock:
+            self._since.pop(conn, None)
+        for sock in (src, dst):  # one side ended or was cut: end both
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
 
 def _sha(data: bytes) -> str:

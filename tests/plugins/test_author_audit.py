@@ -5,14 +5,20 @@ conformance kit failing broken plugins (and passing correct ones)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import http.client
 import inspect
 import json
 import os
 import subprocess
 import sys
+import threading
 import types
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -36,7 +42,7 @@ from ferry.plugins.protocol import (
 )
 from ferry.plugins.registry import ProtocolEntry, Registry
 from ferry.plugins.spec import hookimpl
-from ferry.plugins.testing import ConformanceEndpoint, ProtocolConformance, _Kit
+from ferry.plugins.testing import ConformanceEndpoint, FaultProxy, ProtocolConformance, _Kit
 from ferry.plugins.url import URL, parse_url
 
 from .test_declcache import make_dist
@@ -525,3 +531,52 @@ def test_a_kit_subclass_is_collected_without_saying_test_true() -> None:
 
     assert TestForgot.__test__ is True and Base.__test__ is False
     assert ProtocolConformance.__test__ is False
+
+
+# -- FaultProxy: a fault= for any TCP protocol ------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, FaultProxy]]:
+    """A directory served over HTTP on 127.0.0.1, behind a FaultProxy."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = FaultProxy(("127.0.0.1", server.server_address[1]))
+    yield root, proxy
+    proxy.close()
+    server.shutdown()
+    server.server_close()
+
+
+def test_fault_proxy_cuts_the_next_connections_mid_transfer(
+    served: tuple[Path, FaultProxy],
+) -> None:
+    root, proxy = served
+    (root / "big.bin").write_bytes(os.urandom(200_000))
+    url = f"http://127.0.0.1:{proxy.port}/big.bin"
+    with proxy.cut(1, after=50_000):
+        with pytest.raises(http.client.IncompleteRead) as info:
+            urllib.request.urlopen(url, timeout=10).read()
+        assert len(info.value.partial) < 50_000  # the response head came first
+        assert urllib.request.urlopen(url, timeout=10).read() == (root / "big.bin").read_bytes()
+    assert proxy.cuts == 1
+
+
+def test_the_kit_retries_through_a_fault_proxy(
+    served: tuple[Path, FaultProxy], tmp_path: Path
+) -> None:
+    """The http protocol behind a FaultProxy: the kit's fault test meets a real cut."""
+    root, proxy = served
+
+    def seed(url: str, data: bytes) -> None:
+        path = root / urllib.parse.urlsplit(url).path.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    ep = ConformanceEndpoint(base_url=f"http://127.0.0.1:{proxy.port}/kit", seed=seed,
+                             fault=proxy.cut)
+    run_kit_test("test_transient_fault_is_transient", ep, tmp_path)
+    assert proxy.cuts == 1
