@@ -736,3 +736,44 @@ def test_checkpoints_are_kept_when_the_outputs_cannot_be_staged_out(tmp_path: Pa
     assert rec["failed_step"] == "stage-out"
     assert ck.read_text() == "99\n"
     assert ("checkpoint-out", True) in [(t["direction"], t["ok"]) for t in rec["transfers"]]
+
+
+def test_a_sif_image_is_staged_once_and_run_by_apptainer(
+    tmp_path: Path, standin: dict[str, str]
+) -> None:
+    """Stand-in apptainer. A ``.sif`` (Container.SINGULARITY) is checked and cached once
+    per node under its sha256; ``apptainer exec`` gets the cached file, the work
+    directory at /srv (and at its own path), a clean environment with the job's
+    variables as APPTAINERENV_*, and the job's stdin."""
+    image = tmp_path / "tool.sif"
+    image.write_bytes(os.urandom(8192))
+    image_sha = sha(image.read_bytes())
+    (tmp_path / "in.txt").write_text("stdin for the job\n")
+    spec = write_spec(
+        tmp_path,
+        arguments=["-c", 'cat > got.txt; echo "V=$V"'],
+        environment={"V": "a b"},
+        stdin="in.txt",
+        inputs=[{"lfn": "in.txt", "sources": [{"url": f"file://{tmp_path}/in.txt"}]}],
+        outputs=[{"lfn": "got.txt", "destinations": [{"url": f"file://{tmp_path}/got.txt"}]}],
+        container={"image": f"file://{image}", "sha256": image_sha},
+    )
+    for attempt in (1, 2):
+        p = worker(spec, env={**standin, "SECRET_OF_THE_NODE": "x"})
+        assert p.returncode == 0, p.stderr
+        rec = record(tmp_path, attempt)
+        assert rec["stdout_tail"] == "V=a b\n"
+        assert rec["container"]["runtime"] == "apptainer" and rec["container"]["kind"] == "sif"
+        assert rec["container"]["cached"] == (attempt == 2)
+    assert (tmp_path / "got.txt").read_text() == "stdin for the job\n"
+    blob = tmp_path / "cache" / "blobs" / f"{image_sha}.sif"
+    assert blob.read_bytes() == image.read_bytes()
+    first, second = calls(standin, "apptainer")
+    argv, env = first["argv"], first["env"]
+    workdir = option(argv, "--bind").split(":")[0]
+    assert argv[: argv.index("--bind")] == ["exec", "--cleanenv", "--no-home", "--home", "/srv"]
+    assert f"{workdir}:/srv" in argv and f"{workdir}:{workdir}" in argv
+    assert option(argv, "--pwd") == "/srv"
+    assert argv[argv.index(str(blob)) + 1 :] == ["/bin/sh", "-c", 'cat > got.txt; echo "V=$V"']
+    assert env["APPTAINERENV_V"] == "a b" and "SECRET_OF_THE_NODE" not in env
+    assert [t["direction"] for t in record(tmp_path, 2)["transfers"]] == ["input", "output"]
