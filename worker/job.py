@@ -403,7 +403,10 @@ class JobWorker:
                 tick_interval=spec.checkpoint_interval,
             )
         except OSError as exc:
-            self.record.fail("run", f"cannot start {argv[0]}: {exc.strerror or exc}")
+            what = exc.strerror or str(exc)
+            if exc.filename and exc.filename != argv[0]:  # stdin, stdout or stderr
+                what = f"{exc.filename}: {what}"
+            self.record.fail("run", f"cannot start {argv[0]}: {what}")
             raise _Stop(EXIT_JOB_FAILED) from None
         if prepared is not None and (
             result.timed_out or result.terminated or result.signal is not None

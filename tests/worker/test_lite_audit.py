@@ -777,3 +777,20 @@ def test_a_sif_image_is_staged_once_and_run_by_apptainer(
     assert argv[argv.index(str(blob)) + 1 :] == ["/bin/sh", "-c", 'cat > got.txt; echo "V=$V"']
     assert env["APPTAINERENV_V"] == "a b" and "SECRET_OF_THE_NODE" not in env
     assert [t["direction"] for t in record(tmp_path, 2)["transfers"]] == ["input", "output"]
+
+
+def test_a_stdout_file_that_cannot_be_opened_is_named(tmp_path: Path) -> None:
+    """The job cannot start because its stdout is a directory (an input was staged
+    there): the failure names that file, not only the executable."""
+    (tmp_path / "x").write_text("x\n")
+    spec = write_spec(
+        tmp_path,
+        executable="/bin/echo",
+        stdout="sub",
+        inputs=[{"lfn": "x", "path": "sub/x", "sources": [{"url": f"file://{tmp_path}/x"}]}],
+    )
+    p = worker(spec)
+    assert p.returncode == 1
+    [f] = record(tmp_path)["failures"]
+    assert f["step"] == "run" and f["reason"].startswith("cannot start /bin/echo: ")
+    assert "/sub: Is a directory" in f["reason"]
