@@ -1,6 +1,8 @@
 """`ferry worker` against what pegasus-lite does for a job (reference/pegasus-lite.md):
-eviction at any step, paths and patterns checked before anything runs, inputs a
-container can see, the slot's GPUs, containers removed after a kill, checkpoints.
+eviction at any step, paths and patterns checked before anything runs, inputs and
+credentials a container can see, the slot's GPUs, containers named and removed after
+a kill, Pegasus image references, checkpoints (checkpoint.time, wrappers, failed
+stage-out), what a job leaves running, and Pegasus workflows end to end.
 
 charliecloud really runs here. docker and apptainer cannot: their tests put a
 *stand-in* executable first on PATH that records its command line and environment
