@@ -44,7 +44,8 @@ examples:
   ferry transfer -f transfers.json -n 16 -m 5
   pegasus-plan ... | ferry transfer        # reads the JSON list from stdin
 
-exit status: 0 when every transfer succeeded, 1 otherwise.
+exit status: 0 when every transfer succeeded, 1 otherwise (also for bad input),
+2 for a command-line usage error.
 """
 
 
