@@ -199,7 +199,9 @@ def _requests(args: argparse.Namespace) -> list[Request]:
                     f"DEST {dest} is a directory and SRC {src} has no file name to keep there:"
                     " give DEST's file name"
                 )
-            dest = dest.with_path(dest.path.rstrip("/") + "/" + src.basename)
+            # with_path parses the path again: keep a "%" in the name from being decoded
+            path = dest.path.rstrip("/") + "/" + src.basename
+            dest = dest.with_path(path.replace("%", "%25"))
         if args.sha256 is not None and not args.sha256.strip():
             raise ConfigError("--sha256 is empty: give the 64 hex digits of SRC's sha256")
         return [
@@ -237,7 +239,11 @@ def _requests(args: argparse.Namespace) -> list[Request]:
 
 def _cli_url(text: str, what: str) -> URL:
     try:
-        return parse_url(text)
+        url = parse_url(text)
+        if "%" in text and url.scheme == "file" and not text.lstrip().startswith("file:"):
+            # a plain path names the file as it is: "a%41.txt" is not "aA.txt"
+            url = parse_url(text.replace("%", "%25"))
+        return url
     except ConfigError as exc:
         raise ConfigError(f"{what}: {exc}") from None
 

@@ -324,3 +324,23 @@ def test_standalone_json_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None
     err = (tmp_path / "stderr").read_text()
     assert "Traceback" not in err and "BrokenPipeError" not in err
     assert "Stats: 300 transfer(s), 300 succeeded" in err
+
+
+def test_a_percent_sign_in_a_plain_path_is_part_of_the_name(tmp_path: Path) -> None:
+    (tmp_path / "a%41.txt").write_bytes(b"pct")
+    (tmp_path / "aA.txt").write_bytes(b"other")
+    assert ferry("transfer", "a%41.txt", "d/", cwd=tmp_path).returncode == 0
+    assert ferry("transfer", "a%41.txt", "b%20c.txt", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "d" / "a%41.txt").read_bytes() == b"pct"
+    assert (tmp_path / "b%20c.txt").read_bytes() == b"pct"
+    assert not (tmp_path / "d" / "aA.txt").exists() and not (tmp_path / "b c.txt").exists()
+
+
+def test_a_url_decoded_name_is_kept_as_is_in_a_directory(
+    nginx_server: NginxServer, tmp_path: Path
+) -> None:
+    (nginx_server.root / "x%41 y.txt").write_bytes(b"served")
+    p = ferry("transfer", f"{nginx_server.url}/x%2541%20y.txt", str(tmp_path) + "/")
+    assert p.returncode == 0, p.stderr
+    assert os.listdir(tmp_path) == ["x%41 y.txt"]
+    assert (tmp_path / "x%41 y.txt").read_bytes() == b"served"
