@@ -40,6 +40,7 @@ import os
 import secrets
 import socket
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -399,6 +400,18 @@ class _Kit:
         self.endpoint = endpoint
         self.prefix = f"kit-{secrets.token_hex(4)}"
         self.scheme = parse_url(endpoint.base_url).scheme
+        serving = endpoint.registry.entry_for(self.scheme)
+        others = [
+            f"{e.info.name} ({e.distribution})"
+            for e in endpoint.registry.entries()
+            if self.scheme in e.info.schemes and e is not serving
+        ]
+        if others:  # the author's own protocol may be one that is not tested
+            warnings.warn(
+                f"{self.scheme}:// is also declared by {', '.join(others)}; the kit tests"
+                f" {serving.info.name} ({serving.distribution}), the one ferry uses",
+                stacklevel=2,
+            )
         self.unchecked = endpoint.registry.protocol(self.scheme)
         self.proto: Protocol = _Checked(self.unchecked)  # type: ignore[assignment]
         self.caps = endpoint.registry.capabilities(self.scheme)

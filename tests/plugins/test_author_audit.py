@@ -580,3 +580,18 @@ def test_the_kit_retries_through_a_fault_proxy(
                              fault=proxy.cut)
     run_kit_test("test_transient_fault_is_transient", ep, tmp_path)
     assert proxy.cuts == 1
+
+
+def test_the_kit_says_which_protocol_it_tests_when_a_scheme_is_declared_twice(
+    tmp_path: Path,
+) -> None:
+    """An author whose protocol declares a scheme that another serves was testing the
+    other one, without a word."""
+    mine = ProtocolInfo(name="mine", schemes=("file",), capabilities=ALL,
+                        implementation=f"{__name__}:DirStore")
+    reg = Registry(plugins={"mine": plugin_module(a=mine)})
+    ep = ConformanceEndpoint(base_url=f"file://{tmp_path}/kit", registry=reg)
+    with pytest.warns(UserWarning, match=r"file:// is also declared by mine \(\(in process\)\);"
+                      r" the kit tests file \(ferry\), the one ferry uses"):
+        kit = _Kit(ep)
+    assert type(kit.unchecked).__name__ == "FileProtocol"
