@@ -259,7 +259,7 @@ class ProtocolConformance:
         sink = Sink(str(tmp_path / "sink"))
         try:
             with pytest.raises(NotFound):
-                kit.proto.get(parse_url(kit.url("nope.bin")), sink)
+                kit.proto.get(parse_url(kit.url("nope.bin")), sink, None)
         finally:
             sink.close()
         assert sink.offset == 0 and (tmp_path / "sink").stat().st_size == 0
@@ -271,7 +271,7 @@ class ProtocolConformance:
         src.write_bytes(os.urandom(50_000))
         url = kit.url("guarded.bin")
         with pytest.raises(IntegrityError):
-            kit.proto.put(Source(str(src), expected_sha256="0" * 64), parse_url(url))
+            kit.proto.put(Source(str(src), expected_sha256="0" * 64), parse_url(url), None)
         with pytest.raises(NotFound):
             kit.get(url, tmp_path)
 
