@@ -422,6 +422,8 @@ def run(args: argparse.Namespace) -> int:
     context = ProtocolContext(concurrency=threads, credentials_file=args.credentials)
     try:
         context.settings.update(_settings(args.set))
+        if args.tmpdir and not os.path.isdir(args.tmpdir):
+            raise ConfigError(f"--tmpdir {args.tmpdir}: not a directory")
         requests = _requests(args)
         context.credentials  # noqa: B018 - a bad credentials file fails the run up front
     except ConfigError as exc:

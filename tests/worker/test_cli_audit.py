@@ -204,6 +204,7 @@ def _report(stdout: str) -> dict[str, object]:
         (["a"], None, "SRC DEST needs both"),
         ([], "[{", "malformed JSON"),
         (["-f", "/nonexistent/list.json"], None, "cannot read transfer list"),
+        (["--tmpdir", "/nonexistent/tmp", "a", "b"], None, "--tmpdir /nonexistent/tmp: not a"),
     ],
 )
 def test_bad_input_with_json_gives_the_same_document_shape(
