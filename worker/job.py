@@ -22,7 +22,7 @@ import msgspec
 from ferry.plugins.errors import ConfigError, FerryError
 from ferry.plugins.protocol import ProtocolContext
 from ferry.plugins.registry import Registry
-from ferry.plugins.url import parse_url
+from ferry.plugins.url import parse_url, redact
 
 from .engine import Engine, TransferConfig, TransferResult
 from .execute import ProcessResult, Runner
@@ -282,7 +282,7 @@ class JobWorker:
             self.record.fail(
                 "container",
                 str(exc),
-                url=self.spec.container.image,
+                url=redact(self.spec.container.image),
                 expected=getattr(exc, "expected", None),
                 actual=getattr(exc, "actual", None),
             )
@@ -381,7 +381,8 @@ class JobWorker:
             try:
                 argv, env = prepared.command(argv, env=env)  # type: ignore[attr-defined]
             except FerryError as exc:
-                self.record.fail("container", str(exc), url=spec.container and spec.container.image)
+                image = spec.container.image if spec.container else ""
+                self.record.fail("container", str(exc), url=redact(image))
                 raise _Stop(EXIT_CONTAINER) from None
         if stdin and not os.path.exists(stdin):
             self.record.fail("run", f"stdin file {spec.stdin} is not in the work directory")

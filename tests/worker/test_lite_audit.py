@@ -796,3 +796,26 @@ def test_a_stdout_file_that_cannot_be_opened_is_named(tmp_path: Path) -> None:
     [f] = record(tmp_path)["failures"]
     assert f["step"] == "run" and f["reason"].startswith("cannot start /bin/echo: ")
     assert "/sub: Is a directory" in f["reason"]
+
+
+def test_an_image_urls_secrets_stay_out_of_the_record(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    """An image behind a password or a pre-signed URL that cannot be fetched: the
+    record's failure named the URL as the spec gave it, secrets and all (DESIGN:
+    secrets never appear in records)."""
+    url = (
+        f"http://alice:s3cretPW@{fault_server.url[len('http://') :]}/lite-audit/none.sif"
+        "?X-Amz-Signature=abcdef0123&X-Amz-Credential=AKIAEXAMPLE"
+    )
+    spec = write_spec(
+        tmp_path,
+        transfer={"max_attempts": 1},
+        container={"image": url, "runtime": "apptainer"},
+    )
+    p = worker(spec, env={"FERRY_IMAGE_CACHE": str(tmp_path / "cache")})
+    assert p.returncode == 6, p.stderr
+    text = (tmp_path / "job1.1.json").read_text()
+    assert "none.sif" in text and record(tmp_path)["failed_step"] == "container"
+    for secret in ("s3cretPW", "abcdef0123", "AKIAEXAMPLE"):
+        assert secret not in text and secret not in p.stderr
