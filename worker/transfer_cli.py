@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -477,6 +478,10 @@ def run(args: argparse.Namespace) -> int:
             ran = iter(engine.run(runnable))
         results = [blocked.get(id(r)) or next(ran) for r in requests]
     except KeyboardInterrupt:
+        # stop now, not when the running transfers have finished their streams (a large
+        # file can take hours): what they write in named files goes first, unnamed ones
+        # vanish with the process, and nothing they write from here on gets a name
+        engine.abort()
         log.critical("Exiting due to signal %d; partial files were removed", caught[0])
         if args.json:  # scripts still get one JSON document
             _print_report(
@@ -485,15 +490,17 @@ def run(args: argparse.Namespace) -> int:
                 error=f"interrupted by signal {caught[0]} before the transfers finished",
                 error_type="Interrupted",
             )
-            sys.stdout.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
         if caught[0] == signal.SIGTERM and previous in (signal.SIG_DFL, None):
-            # pegasus-transfer has no SIGTERM handler: end as the signal ends a process,
-            # without waiting for the running transfers; what they write in named files
-            # goes first (unnamed ones vanish with the process)
-            engine.abort()
+            # pegasus-transfer has no SIGTERM handler: end as the signal ends a process
             registry.close()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
+        me = threading.current_thread()
+        if any(t is not me and t.is_alive() and not t.daemon for t in threading.enumerate()):
+            registry.close()
+            os._exit(1)  # the transfer threads would hold the exit until their streams end
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -264,6 +264,39 @@ def test_an_interrupted_run_still_prints_its_json_document(
     assert os.listdir(tmp_path) == []
 
 
+def test_an_interrupt_does_not_wait_for_the_running_transfers(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    routes = [fault_server.add(f"/parallel-{i}", b"y" * 1000, delay=15) for i in range(3)]
+    lst = [
+        entry(f"p{i}", [(f"{fault_server.url}/parallel-{i}", 1)], f"file://{tmp_path}/out/p{i}")
+        for i in range(3)
+    ]
+    (tmp_path / "list.json").write_text(json.dumps(lst))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ferry.planner.cli", "transfer", "-n", "3", "-f", "list.json"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while any(r.count == 0 for r in routes) and time.monotonic() < deadline:
+            time.sleep(0.05)  # every transfer is under way on its own thread
+        assert all(r.count > 0 for r in routes)
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        waited = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "Exiting due to signal 2" in err
+    assert waited < 5, f"the interrupt waited {waited:.1f} s for the running transfers"
+    time.sleep(0.5)
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
 # -- what a person reads ---------------------------------------------------------
 
 
