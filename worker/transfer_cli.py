@@ -241,7 +241,7 @@ def _requests(args: argparse.Namespace) -> list[Request]:
 def _cli_url(text: str, what: str) -> URL:
     try:
         url = parse_url(text)
-        if "%" in text and url.scheme == "file" and not text.lstrip().startswith("file:"):
+        if "%" in text and url.scheme == "file" and not text.lstrip().lower().startswith("file:"):
             # a plain path names the file as it is: "a%41.txt" is not "aA.txt"
             url = parse_url(text.replace("%", "%25"))
         return url
