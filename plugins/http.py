@@ -799,17 +799,24 @@ class HttpProtocol(Protocol):
         """One plain ``PUT`` of the file to the URL, query included, as HTCondor's
         curl plugin uploads: to a pre-signed object-store URL, or a server that
         takes PUT. The server decides when the object is visible; ``webdav://``
-        puts to a temporary name and moves it into place instead."""
+        puts to a temporary name and moves it into place instead. With an expected
+        sha256, the file is read and checked once before the PUT."""
         url = parse_url(url)
         if not url.basename or url.path.endswith("/"):
             raise PermanentError(
                 f"PUT {url}: the URL names a directory, not a file", url=str(url), plugin=self.name
             )
         target = self.target(url)
+        if source.expected_sha256:
+            # a PUT replaces the object at once: check the sum before anything is sent,
+            # so that a mismatch leaves what is there alone
+            for _ in source.chunks():
+                pass
+            source.verify()
         self.put_body(source, url, target, progress)
         try:
             source.verify()
-        except TransferError:
+        except TransferError:  # the file changed while it was sent: what arrived is wrong
             self.delete_quietly(url, target)
             raise
 

@@ -454,6 +454,12 @@ class Source:
         Returns the sha256 hex. Raises :class:`IncompleteTransfer` when the file
         changed while it was read, :class:`IntegrityError` on a sum mismatch.
         """
+        if self.bytes_read == 0 and self.size:
+            # a protocol bug rather than a changing file: the bytes went around the Source
+            raise IncompleteTransfer(
+                f"{self.path}: nothing was read through the upload's Source (a protocol"
+                " must read the file with reader() or chunks())"
+            )
         if self.bytes_read != self.size:
             raise IncompleteTransfer(
                 f"{self.path}: read {self.bytes_read} bytes, expected {self.size}"
