@@ -387,10 +387,18 @@ class Engine:
             token = current_site.set(request.target.site)
             try:
                 proto = self.registry.protocol(url.scheme)
-                if isinstance(request, MkdirRequest):
-                    proto.mkdir(url)
-                else:
-                    proto.remove(url, recursive=request.recursive)
+                try:
+                    if isinstance(request, MkdirRequest):
+                        proto.mkdir(url)
+                    else:
+                        proto.remove(url, recursive=request.recursive)
+                except FerryError:
+                    raise
+                except Exception as exc:  # a plugin's bug fails this request, not the run
+                    raise PermanentError(
+                        f"{kind} {url} failed: {type(exc).__name__}: {redact(str(exc))}",
+                        url=str(url),
+                    ) from exc
             except FerryError as exc:
                 result.attempts.append(self._failure(round_no, url, url, kind, t0, exc))
                 transient = isinstance(exc, TransientError)
@@ -766,6 +774,12 @@ class Engine:
     ) -> _Done:
         import tempfile  # only two-stage transfers need it
 
+        caps = self.registry.capabilities(dst.scheme)
+        if caps and Capability.PUT not in caps:  # say so before downloading anything
+            name = self.registry.entry_for(dst.scheme).info.name
+            raise UnsupportedScheme(
+                f"{name} cannot put {dst.scheme}:// URLs", url=str(dst), plugin=name
+            )
         tmpdir = self.config.tmpdir or tempfile.gettempdir()
         fd, tmp = tempfile.mkstemp(prefix="ferry-", suffix=".data", dir=tmpdir)
         os.close(fd)

@@ -81,6 +81,9 @@ class FlakyProtocol(Protocol):
             return
         sink.write(data)
 
+    def mkdir(self, url: URL) -> None:
+        raise NotADirectoryError(f"a plugin bug, on {url.path}")  # not a ferry error
+
 
 @hookimpl
 def ferry_protocols() -> list[ProtocolInfo]:
@@ -520,3 +523,27 @@ def test_network_file_systems_are_told_from_local_ones(tmp_path: Path) -> None:
     assert on_network_fs([str(tmp_path / "link" / "f")], MOUNTINFO)
     # this machine's own mount table: the test's directory is local
     assert not on_network_fs([str(tmp_path)])
+
+
+def test_a_plugin_s_plain_exception_in_mkdir_fails_only_that_request(
+    flaky_registry: Registry, tmp_path: Path
+) -> None:
+    (tmp_path / "a.dat").write_bytes(b"data")
+    results = engine(flaky_registry).run(
+        [
+            MkdirRequest(Endpoint(parse_url("flaky://h/dir"))),
+            req(f"file://{tmp_path}/a.dat", f"file://{tmp_path}/out/a.dat"),
+        ]
+    )
+    made, copied = results
+    assert not made.ok and "NotADirectoryError: a plugin bug, on /dir" in (made.error or "")
+    assert copied.ok and (tmp_path / "out" / "a.dat").read_bytes() == b"data"
+
+
+def test_two_stage_to_a_scheme_that_cannot_put_fails_before_downloading(
+    flaky: type[FlakyProtocol], flaky_registry: Registry, tmp_path: Path
+) -> None:
+    flaky.objects["a.dat"] = b"x" * 1000
+    (result,) = engine(flaky_registry).run([req("flaky://h/a.dat", "flaky://h/copy.dat")])
+    assert not result.ok and "flaky cannot put flaky:// URLs" in (result.error or "")
+    assert flaky.calls == {}  # nothing was downloaded first
