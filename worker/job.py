@@ -20,7 +20,7 @@ from types import FrameType
 import msgspec
 
 from ferry.plugins.errors import ConfigError, FerryError
-from ferry.plugins.protocol import ProtocolContext
+from ferry.plugins.protocol import Capability, ProtocolContext
 from ferry.plugins.registry import Registry
 from ferry.plugins.url import parse_url, redact
 
@@ -336,12 +336,21 @@ class JobWorker:
 
     def _restore_checkpoints(self) -> None:
         reqs = []
+        unprobed: set[str] = set()  # kept where the protocol cannot stat: fetched if there
         for ck in self.spec.checkpoints:
             url = parse_url(ck.url)
-            try:
-                self.registry.protocol(url.scheme).stat(url)
-            except FerryError:
-                continue  # no checkpoint yet (or not reachable): start fresh
+            caps = self.registry.capabilities(url.scheme)  # empty: no (working) plugin
+            if caps and Capability.STAT not in caps:
+                unprobed.add(ck.lfn)
+            else:
+                try:
+                    self.registry.protocol(url.scheme).stat(url)
+                except FerryError:
+                    continue  # no checkpoint yet (or not reachable): start fresh
+                except Exception as exc:  # a plugin's bug: as unreachable, but say so
+                    log.warning("%s: stat failed (%s: %s); starting without it",
+                                redact(ck.url), type(exc).__name__, redact(str(exc)))  # fmt: skip
+                    continue
             reqs.append(
                 TransferRequest(
                     sources=[Endpoint(url)],
@@ -350,10 +359,12 @@ class JobWorker:
                 )
             )
         for res in self.engine.run(reqs) if reqs else []:
+            req = res.request
+            assert isinstance(req, TransferRequest)
+            if not res.ok and req.lfn in unprobed and res.error_type == "NotFound":
+                continue  # there was none yet
             self._note(res, "checkpoint-in")
             if not res.ok:
-                req = res.request
-                assert isinstance(req, TransferRequest)
                 self.record.fail("stage-in", res.error or "failed", lfn=req.lfn)
                 raise _Stop(EXIT_STAGE_IN)
 
