@@ -412,7 +412,7 @@ class Engine:
             )
 
         try:
-            self._rounds(one_round)
+            self._rounds(one_round, request.label)
             result.ok = True
         except _AllSourcesFailed as exc:
             cause = _describe(exc.last)  # a plugin's message may name the request already
@@ -422,7 +422,7 @@ class Engine:
 
     # -- transfers ---------------------------------------------------------
 
-    def _rounds(self, one_round: Callable[[int], _T]) -> _T:
+    def _rounds(self, one_round: Callable[[int], _T], label: str) -> _T:
         """``one_round(1)``, then more rounds with backoff while it raises ``_Retryable``.
 
         The first round runs without building the tenacity machinery (a
@@ -443,12 +443,12 @@ class Engine:
                 raise first
             return one_round(round_no)
 
-        for attempt in self._retrying():
+        for attempt in self._retrying(label):
             with attempt:
                 return replayed(attempt.retry_state.attempt_number)
         raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
 
-    def _retrying(self) -> Retrying:
+    def _retrying(self, label: str) -> Retrying:
         # imported here: most transfers never need a second round, and a job
         # wrapper's start-up should not pay for tenacity
         from tenacity import (
@@ -470,10 +470,16 @@ class Engine:
             after = getattr(exc, "retry_after", None)
             return max(pause, min(after, cfg.backoff_max)) if after else pause
 
+        def before_sleep(state: RetryCallState) -> None:  # a long pause is not a hang
+            pause = state.next_action.sleep if state.next_action else 0.0
+            _log.info("%s: round %d failed; next round in %.1f s", label,
+                      state.attempt_number, pause)  # fmt: skip
+
         return Retrying(
             stop=stop_after_attempt(max(1, cfg.max_attempts)),
             wait=wait,
             retry=retry_if_exception_type(_Retryable),
+            before_sleep=before_sleep,
             sleep=cfg.sleep,
             reraise=True,
         )
@@ -552,7 +558,7 @@ class Engine:
             raise cls(last, any_transient, retry_after)
 
         try:
-            return self._rounds(one_round)
+            return self._rounds(one_round, req.label)
         except _AllSourcesFailed as exc:
             result.error = self._summary(req, result)
             result.error_type = type(exc.last).__name__

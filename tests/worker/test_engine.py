@@ -464,12 +464,19 @@ def test_transient_faults_are_retried_then_succeed(
 
 
 def test_transient_exhausts_attempts(
-    tmp_path: Path, flaky: type[FlakyProtocol], flaky_registry: Registry
+    tmp_path: Path,
+    flaky: type[FlakyProtocol],
+    flaky_registry: Registry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     flaky.objects["obj"] = b"abc" * 1000
     flaky.failures["obj"] = [ConnectError] * 10
     eng = Engine(flaky_registry, TransferConfig(max_attempts=3, sleep=no_sleep))
-    [res] = eng.run([req("flaky://h/obj", str(tmp_path / "o"))])
+    with caplog.at_level("INFO", logger="ferry.worker.engine"):
+        [res] = eng.run([req("flaky://h/obj", str(tmp_path / "o"), lfn="obj")])
+    # each pause is said before it is taken (a long one should not look like a hang)
+    waits = [r.getMessage() for r in caplog.records if "next round in" in r.getMessage()]
+    assert len(waits) == 2 and waits[0].startswith("obj: round 1 failed; next round in ")
     assert not res.ok and flaky.calls["obj"] == 3
     assert "failed after 3 round(s)" in res.error and "flaky://h/obj" in res.error
     assert not (tmp_path / "o").exists() and leftovers(tmp_path) == []
