@@ -249,7 +249,9 @@ def _local(scheme: str, rest: str, raw: str) -> URL:
 
 def _mask(text: str) -> str:
     """Mask the password in a URL that did not parse."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1" + REDACTED + "@", text)
+    text = re.sub(r"(//[^/@:]*:)[^/]*@", r"\1" + REDACTED + "@", text)  # up to the last @
+    # without the // (which parse_url refuses): all of scheme:user:pw@ but the scheme
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*:)(?!//)[^/]*@", r"\1" + REDACTED + "@", text)
 
 
 def redact(text: str) -> str:

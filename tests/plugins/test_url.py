@@ -61,5 +61,10 @@ def test_bad_urls() -> None:
         parse_url("http://h:99999/x")
     with pytest.raises(ConfigError, match="malformed URL"):
         parse_url("http:nohost")
+    # the password of a URL that does not parse is masked in the error too
+    for bad in ("http:u:pw-secret@h/x", "s3://u:pw-secret@h:99999/b", "http://u:pw@secret@h:x/y"):
+        with pytest.raises(ConfigError) as info:
+            parse_url(bad)
+        assert "secret" not in str(info.value)
     with pytest.raises(ConfigError):
         parse_url("")
