@@ -46,10 +46,11 @@ _PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
 _TRANSIENT = {errno.EIO, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE, errno.EBUSY}
 
 
-def os_error(exc: OSError, url: URL | str, what: str) -> TransferError:
-    """The ferry error for ``exc``, naming the path and the cause."""
+def os_error(exc: OSError, url: URL | str, what: str, *, path: str | None = None) -> TransferError:
+    """The ferry error for ``exc``, naming the path (``path``, else the one the error
+    carries, else ``url``) and the cause."""
     cause = exc.strerror or str(exc)
-    where = exc.filename if exc.filename else str(url)
+    where = path or exc.filename or str(url)
     msg = f"cannot {what} {where}: {cause}"
     if exc.errno == errno.ENOENT:
         return NotFound(msg, url=str(url), plugin="file")

@@ -710,8 +710,8 @@ class Engine:
                 os.makedirs(dest_dir, exist_ok=True)
                 self._made_dirs.add(dest_dir)
                 sink = Sink.beside(dest, tmp)
-        except OSError as exc:
-            raise os_error(exc, f"file://{dest}", "write") from exc
+        except OSError as exc:  # named as the destination, not the part file in the error
+            raise os_error(exc, f"file://{dest}", "write", path=dest) from exc
         sink.type = req.dest.type
         named = sink.named
         self._scratch_add(named)
@@ -727,11 +727,11 @@ class Engine:
             try:
                 sink.commit(dest, executable=req.executable)
             except OSError as exc:
-                if os.path.isdir(dest):  # not the part file's name, which the error carries
+                if os.path.isdir(dest):
                     raise PermanentError(
                         f"cannot write {dest}: a directory is there", url=f"file://{dest}"
                     ) from exc
-                raise os_error(exc, f"file://{dest}", "write") from exc
+                raise os_error(exc, f"file://{dest}", "write", path=dest) from exc
         finally:
             sink.discard()  # after a failure: nothing of it stays
             self._scratch_drop(named)

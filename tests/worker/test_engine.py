@@ -554,3 +554,12 @@ def test_two_stage_to_a_scheme_that_cannot_put_fails_before_downloading(
     (result,) = engine(flaky_registry).run([req("flaky://h/a.dat", "flaky://h/copy.dat")])
     assert not result.ok and "flaky cannot put flaky:// URLs" in (result.error or "")
     assert flaky.calls == {}  # nothing was downloaded first
+
+
+def test_unwritable_destination_is_named_not_its_part_file(tmp_path: Path) -> None:
+    (tmp_path / "a.dat").write_bytes(b"data")
+    # /proc takes no new files, whoever runs the test (root included)
+    [res] = engine().run([req(f"file://{tmp_path}/a.dat", "file:///proc/ferry-test.dat")])
+    assert not res.ok
+    assert "cannot write /proc/ferry-test.dat: " in (res.error or "")
+    assert ".ferry-part-" not in (res.error or "")
