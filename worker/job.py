@@ -244,9 +244,11 @@ class JobWorker:
 
     def _phase(self, name: str, fn):  # type: ignore[no-untyped-def]
         t0 = time.monotonic()
+        self._phase_now = name
         try:
             return fn()
         finally:
+            self._phase_now = ""
             self.record.phases[name] = round(time.monotonic() - t0, 6)
 
     def _make_workdir(self) -> None:
@@ -279,6 +281,7 @@ class JobWorker:
         try:
             return prepare_container(self)
         except FerryError as exc:
+            self._stop_if_evicted("container")  # cancelled by the TERM, not failed
             self.record.fail(
                 "container",
                 str(exc),
@@ -308,7 +311,7 @@ class JobWorker:
         code = EXIT_OK
         for res in results:
             self._note(res, "input")
-            if not res.ok:
+            if not res.ok and not self.evicted:  # after a TERM: cancelled, not failed
                 integrity = res.error_type == "IntegrityError" or any(
                     a.error_type == "IntegrityError" for a in res.attempts
                 )
@@ -328,6 +331,7 @@ class JobWorker:
                     code = EXIT_INTEGRITY
                 elif code == EXIT_OK:
                     code = EXIT_STAGE_IN
+        self._stop_if_evicted("stage-in")
         if code != EXIT_OK:
             raise _Stop(code)
         for i in self.spec.inputs:
@@ -364,6 +368,7 @@ class JobWorker:
             if not res.ok and req.lfn in unprobed and res.error_type == "NotFound":
                 continue  # there was none yet
             self._note(res, "checkpoint-in")
+            self._stop_if_evicted("stage-in")
             if not res.ok:
                 self.record.fail("stage-in", res.error or "failed", lfn=req.lfn)
                 raise _Stop(EXIT_STAGE_IN)
@@ -551,6 +556,10 @@ class JobWorker:
     def _signals(self) -> Iterator[None]:
         def on_term(signum: int, frame: FrameType | None) -> None:
             self.evicted = True
+            if self._phase_now in _STAGING_PHASES:
+                # the job will not run: no new tries of its inputs (the byte streams
+                # running end by themselves); nothing is staged out after this
+                self.engine.cancel()
             self.runner.terminate()
 
         previous = {s: signal.signal(s, on_term) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -562,6 +571,11 @@ class JobWorker:
 
     _stdout_path = ""
     _stderr_path = ""
+    _phase_now = ""
+
+
+#: the phases before the job runs: a TERM during them cancels the transfers left
+_STAGING_PHASES = frozenset({"container", "stage_in", "checkpoint_restore"})
 
 
 def _chmod_x(path: str) -> None:

@@ -147,6 +147,40 @@ def test_term_during_stage_in_is_recorded_and_the_job_never_starts(
     assert "stage-in" in err and "TERM" in err
 
 
+def test_term_during_stage_in_starts_no_further_inputs(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    """Inputs still queued when the TERM comes are not fetched: the worker ends once the
+    transfer running ends, not after every input (six inputs of 1.5 s, one at a time)."""
+    inputs = []
+    for i in range(6):
+        fault_server.add(f"/lite-audit/queued-{i}.dat", b"x" * 100, delay=1.5)
+        url = f"{fault_server.url}/lite-audit/queued-{i}.dat"
+        inputs.append({"lfn": f"q{i}.dat", "sources": [{"url": url}]})
+    spec = write_spec(tmp_path, arguments=["-c", "true"], inputs=inputs,
+                      transfer={"threads": 1, "max_attempts": 1, "backoff": 0.1})  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ferry.worker", str(spec)],
+        env={**os.environ, "FERRY_WORK_DIR": str(tmp_path)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not workdirs(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert time.monotonic() - t0 < 4.0  # the five inputs left would take 7.5 s more
+    requested = sum(fault_server.routes[f"/lite-audit/queued-{i}.dat"].count for i in range(6))
+    assert requested <= 2
+    rec = record(tmp_path)
+    assert rec["evicted"] and rec["failed_step"] == "stage-in"
+    assert [f["step"] for f in rec["failures"]] == ["stage-in"]  # no "cancelled" inputs
+
+
 # -- what the job spec must say before anything runs -----------------------------------------
 
 
