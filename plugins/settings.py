@@ -53,9 +53,20 @@ def setting(context: ProtocolContext, prefix: str, name: str) -> str | None:
 
 
 def load_settings(cls: type[T], context: ProtocolContext, prefix: str) -> T:
-    """An instance of the dataclass ``cls`` with every field found for ``prefix`` set."""
+    """An instance of the dataclass ``cls`` with every field found for ``prefix`` set.
+
+    A ``<prefix>.<name>`` in the context's settings that names no field is a
+    :class:`ConfigError` (a misspelt ``--set`` would otherwise change nothing)."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    names = {f.name for f in fields}
+    for key in context.settings:
+        head, dot, name = key.partition(".")
+        if dot and head == prefix and name not in names:
+            raise ConfigError(
+                f"{key}: no such setting (the {prefix} settings: {', '.join(sorted(names))})"
+            )
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in fields:
         raw = setting(context, prefix, f.name)
         if raw is None:
             continue

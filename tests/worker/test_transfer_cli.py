@@ -279,3 +279,12 @@ def test_standalone_entry_point(tmp_path: Path) -> None:
         timeout=60,
     )
     assert p.returncode == 0 and (tmp_path / "b").read_bytes() == b"z"
+
+
+def test_misspelt_setting_is_named_with_the_known_ones(tmp_path: Path) -> None:
+    (tmp_path / "a.dat").write_bytes(b"x")
+    p = ferry("transfer", "--set", "http.strems=2", "http://127.0.0.1:9/a", str(tmp_path / "b"))
+    assert p.returncode == 1
+    assert "http.strems: no such setting (the http settings: " in p.stderr
+    assert "streams" in p.stderr
+    assert "cannot connect" not in p.stderr  # nothing was tried with the typo
