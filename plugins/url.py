@@ -112,15 +112,17 @@ class URL(msgspec.Struct, frozen=True):
     def _rebuild(
         self, *, scheme: str | None = None, path: str | None = None, query: str | None = None
     ) -> str:
+        from urllib.parse import quote
+
         scheme = scheme or self.scheme
-        path = self.path if path is None else path
+        # the path is decoded: quoted again, it parses back to itself (a "%", "?", "#"
+        # or "$" in a name stays part of the name)
+        path = quote(self.path if path is None else path, safe="/:@!&'()*+,;=~")
         query = self.query if query is None else query
         if scheme in LOCAL_SCHEMES:
             return f"{scheme}://{path}"
         auth = ""
         if self.user is not None:
-            from urllib.parse import quote
-
             auth = quote(self.user, safe="")
             if self.password is not None:
                 auth += ":" + quote(self.password, safe="")

@@ -200,9 +200,7 @@ def _requests(args: argparse.Namespace) -> list[Request]:
                     f"DEST {dest} is a directory and SRC {src} has no file name to keep there:"
                     " give DEST's file name"
                 )
-            # with_path parses the path again: keep a "%" in the name from being decoded
-            path = dest.path.rstrip("/") + "/" + src.basename
-            dest = dest.with_path(path.replace("%", "%25"))
+            dest = dest.with_path(dest.path.rstrip("/") + "/" + src.basename)
         if args.sha256 is not None and not args.sha256.strip():
             raise ConfigError("--sha256 is empty: give the 64 hex digits of SRC's sha256")
         return [

@@ -68,3 +68,12 @@ def test_bad_urls() -> None:
         assert "secret" not in str(info.value)
     with pytest.raises(ConfigError):
         parse_url("")
+
+
+@pytest.mark.parametrize("path", ["/x/a%41 b", "/x/q?uery#frag", "/x/$HOME", "/x/plain.dat"])
+@pytest.mark.parametrize("base", ["file:///a/b", "http://u:p@h:8080/a?q=1", "sftp://h/a"])
+def test_with_path_keeps_the_path_as_given(base: str, path: str) -> None:
+    # the path is decoded already: a "%", "?", "#" or "$" in it is part of a name
+    moved = parse_url(base).with_path(path)
+    assert moved.path == path and moved.scheme == parse_url(base).scheme
+    assert parse_url(moved.raw).path == path
