@@ -243,6 +243,8 @@ class Engine:
         #: named files the running transfers write, removed by :meth:`abort`
         self._scratch: set[str] = set()
         self._scratch_lock = threading.Lock()
+        #: pegasus-transfer's test knob: spoil this % of the files written (0: none)
+        self.error_rate = error_rate()
 
     # -- public ------------------------------------------------------------
 
@@ -652,19 +654,22 @@ class Engine:
             if not src.url.is_local:
                 raise PermanentError(f"cannot symlink to a remote source {src.url}", url=str(dst))
             target = src.url.local_path
-            sha = _hash_file(target, req.sha256) if req.sha256 else None
+            sha = hash_file(target, req.sha256) if req.sha256 else None
             make_symlink(target, dst.local_path, verify_source=req.verify_symlink_source)
             return _Done(0, sha)
         if route == "move":
             if not src.url.is_local:
                 raise PermanentError(f"moveto:// needs a local source, not {src.url}", url=str(dst))
             size = os.path.getsize(src.url.local_path)
-            sha = _hash_file(src.url.local_path, req.sha256) if req.sha256 else None
+            sha = hash_file(src.url.local_path, req.sha256) if req.sha256 else None
             move(src.url.local_path, dst.local_path)
             return _Done(size, sha)
         if route == "download":
             try:
-                return self._download(src.url, dst.local_path, req, progress)
+                done = self._download(src.url, dst.local_path, req, progress)
+                if self.error_rate:
+                    _maybe_spoil(dst.local_path, self.error_rate)
+                return done
             except IsDirectory:
                 if not src.url.is_local:
                     raise
@@ -698,7 +703,7 @@ class Engine:
                 if os.path.samefile(src.local_path, dest):
                     if os.path.isdir(dest):  # cp -R of a directory onto itself
                         return self._copy_tree(src, dest, req, progress)
-                    sha = _hash_file(dest, req.sha256)
+                    sha = hash_file(dest, req.sha256)
                     return _Done(os.path.getsize(dest), sha)
         proto = self.registry.protocol(src.scheme)
         tmp = part_name(dest)
@@ -874,7 +879,39 @@ def _details(exc: FerryError) -> dict[str, str]:
     return {"status": str(status)} if status else {}
 
 
-def _hash_file(path: str, expected: str | None) -> str:
+def error_rate() -> int:
+    """``$PEGASUS_TRANSFER_ERROR_RATE`` (0 to 100), pegasus-transfer's knob for testing
+    integrity checks: that percentage of the files written to local destinations
+    get bytes appended after the transfer. 0 when unset; an invalid value is
+    logged and counts as 0, as in pegasus-transfer."""
+    raw = os.environ.get("PEGASUS_TRANSFER_ERROR_RATE")
+    if not raw:
+        return 0
+    try:
+        rate = int(raw)
+    except ValueError:
+        rate = -1
+    if not 0 <= rate <= 100:
+        _log.error("Invalid value for PEGASUS_TRANSFER_ERROR_RATE: %s", raw)
+        return 0
+    return rate
+
+
+def _maybe_spoil(path: str, rate: int) -> None:
+    """Append pegasus-transfer's junk to ``path`` with ``rate`` % probability."""
+    import random
+
+    if random.randint(1, 100) <= rate:
+        _log.info("Introducing an error into %s (PEGASUS_TRANSFER_ERROR_RATE)", path)
+        try:
+            with open(path, "a") as f:
+                f.write("Here be dragons! Eh, I mean pegai!")
+        except OSError as exc:
+            _log.error("%s", exc)
+
+
+def hash_file(path: str, expected: str | None) -> str:
+    """The sha256 of the file at ``path``; IntegrityError when it is not ``expected``."""
     import hashlib
 
     h = hashlib.sha256()

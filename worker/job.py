@@ -19,16 +19,16 @@ from types import FrameType
 
 import msgspec
 
-from ferry.plugins.errors import ConfigError, FerryError
+from ferry.plugins.errors import ConfigError, FerryError, IntegrityError
 from ferry.plugins.protocol import Capability, ProtocolContext
 from ferry.plugins.registry import Registry
 from ferry.plugins.url import parse_url, redact
 
-from .engine import Engine, TransferConfig, TransferResult
+from .engine import Engine, TransferConfig, TransferResult, hash_file
 from .execute import ProcessResult, Runner
 from .jobspec import JobSpec
 from .record import InvocationRecord, TransferEntry, next_attempt, write_record
-from .request import Endpoint, TransferRequest
+from .request import Endpoint, TransferRequest, normalize_sha256
 
 __all__ = ["EXIT_CODES", "JobWorker", "choose_workdir_base"]
 
@@ -334,9 +334,25 @@ class JobWorker:
         self._stop_if_evicted("stage-in")
         if code != EXIT_OK:
             raise _Stop(code)
+        if self.engine.error_rate:
+            self._verify_inputs_on_disk()
         for i in self.spec.inputs:
             if i.executable:
                 _chmod_x(self._path(i.path or i.lfn))
+
+    def _verify_inputs_on_disk(self) -> None:
+        """pegasus-lite's check of the staged inputs (pegasus-integrity --verify), made
+        only while ``$PEGASUS_TRANSFER_ERROR_RATE`` spoils files after their transfer:
+        otherwise each input's sum was checked on the bytes as they were written."""
+        for i in self.spec.inputs:
+            if not i.sha256:
+                continue
+            try:
+                hash_file(self._path(i.path or i.lfn), normalize_sha256(i.sha256))
+            except IntegrityError as exc:
+                self.record.fail("integrity", str(exc), lfn=i.lfn,
+                                 expected=exc.expected, actual=exc.actual)  # fmt: skip
+                raise _Stop(EXIT_INTEGRITY) from None
 
     def _restore_checkpoints(self) -> None:
         reqs = []
