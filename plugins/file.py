@@ -203,8 +203,9 @@ def copy_tree(src: str, dest: str, progress: Callable[[int], None] | None = None
     """``cp -R -L src dest``, all or nothing: the bytes copied.
 
     The tree is copied under a temporary name beside ``dest`` (symlinks
-    followed, modes kept, times not, as ``cp -R -L`` does) and renamed into
-    place; a directory already at ``dest`` is replaced, as a file would be.
+    followed and modes kept, as ``cp -R -L`` does; the files get new times) and
+    renamed into place; a directory already at ``dest`` is replaced, as a file
+    would be.
     After a failure nothing of the copy is left, and ``dest`` is as it was.
     """
     import shutil
