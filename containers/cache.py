@@ -32,7 +32,8 @@ this package must not import) through ``fetch(url, dest_path, expected_sha256)
 
 Shared filesystems: an image that is a local path under ``/cvmfs`` or a prefix
 in ``$FERRY_SHARED_PATHS`` (colon-separated) is used in place, never copied
-(``StagedImage.linked``); so is a local ``dir`` image anywhere. Registry
+(``StagedImage.linked``); so is a local ``dir`` image anywhere, and a local
+image whose spec says ``in_place`` (the planner's: it is on the compute site). Registry
 references (``docker://`` ...) are not staged at all.
 """
 
@@ -354,8 +355,9 @@ class ImageCache:
         """Make ``spec``'s image available on this node.
 
         * registry references come back as they are (``registry`` is True);
-        * a local path under a shared prefix, or a local directory, is used in
-          place (``linked``);
+        * a local path under a shared prefix, a local directory, or a local
+          image the spec says to use in place (``in_place``: it is on the
+          compute site), is used in place (``linked``);
         * anything else is looked up in the cache (by sha256, else by URL) and
           downloaded with ``fetch`` on a miss, under a per-key lock.
 
@@ -379,7 +381,7 @@ class ImageCache:
             # a singularity image without a suffix may be an unpacked sandbox, e.g. on
             # CVMFS (Pegasus PM-1313); the planner calls it sif when it cannot look
             kind = "dir"
-        if local is not None and (kind == "dir" or self.is_shared(local)):
+        if local is not None and (kind == "dir" or spec.in_place or self.is_shared(local)):
             return self._linked(spec, kind, local)
         if kind == "dir":
             raise ConfigError(

@@ -143,6 +143,12 @@ class ImageSpec:
         None: the first suitable one the node has
     :param mounts: extra host paths to bind, ``HOST[:CONTAINER[:ro|rw]]``
     :param name: a name for the image in the node cache (default: its basename)
+    :param arguments: extra arguments for the runtime, placed before the image
+        (Pegasus's ``pegasus.container.arguments``)
+    :param launcher: a program and its arguments put in front of the runtime's
+        command (``srun``, ``mpiexec -n 4``; Pegasus's ``container.launcher``)
+    :param in_place: a local image is used where it is, never copied into the
+        cache (the planner sets it for an image on the job's compute site)
     """
 
     image: str
@@ -151,6 +157,9 @@ class ImageSpec:
     runtime: str | None = None
     mounts: list[str] = field(default_factory=list)
     name: str | None = None
+    arguments: list[str] = field(default_factory=list)
+    launcher: list[str] = field(default_factory=list)
+    in_place: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, str) or not self.image.strip():
@@ -166,6 +175,18 @@ class ImageSpec:
         self.mounts = list(self.mounts)
         if self.runtime is not None:
             self.runtime = self.runtime.strip().lower() or None
+        for what in ("arguments", "launcher"):
+            value = list(getattr(self, what))
+            if not all(isinstance(a, str) and "\0" not in a for a in value):
+                raise ConfigError(f"container.{what} must be strings without NUL bytes")
+            setattr(self, what, value)
+        if self.launcher and not self.launcher[0]:
+            raise ConfigError("container.launcher: the launcher's program is empty")
+        if self.in_place and local_image_path(self.image) is None:
+            raise ConfigError(
+                f"container.in_place: {self.display} is not a local path or file:// URL;"
+                " only a local image can be used in place"
+            )
 
     @property
     def resolved_kind(self) -> str:
@@ -203,6 +224,9 @@ class ImageSpec:
             runtime=get("runtime"),
             mounts=list(get("mounts") or []),
             name=get("name"),
+            arguments=list(get("arguments") or []),
+            launcher=list(get("launcher") or []),
+            in_place=bool(get("in_place", False)),
         )
 
 

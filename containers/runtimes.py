@@ -63,6 +63,7 @@ __all__ = [
     "CONTAINER_WORKDIR",
     "DEFAULT_ORDER",
     "DEFAULT_PATH",
+    "LAUNCHER_ENV_PREFIXES",
     "Apptainer",
     "Charliecloud",
     "Docker",
@@ -85,6 +86,20 @@ CONTAINER_WORKDIR = "/srv"
 #: PATH inside the container when neither the image nor the job sets one
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 GPU_VENDORS = ("nvidia", "amd")
+#: host variables (batch system, MPI) the runtime process is given when the job has a
+#: launcher: ``srun`` and ``mpiexec`` need them to run inside the job's allocation
+LAUNCHER_ENV_PREFIXES = (
+    "SLURM_",
+    "PMI_",
+    "PMIX_",
+    "OMPI_",
+    "PRTE_",
+    "I_MPI_",
+    "HYDRA_",
+    "FLUX_",
+    "PBS_",
+    "LSB_",
+)
 
 #: which runtimes to try, in order, for each image kind when the spec names none
 DEFAULT_ORDER: dict[str, tuple[str, ...]] = {
@@ -353,6 +368,7 @@ class Runtime:
         gpu_vendor: str = "nvidia",
         mounts: Sequence[str | Mount] = (),
         name: str | None = None,
+        arguments: Sequence[str] = (),
     ) -> tuple[list[str], dict[str, str]]:
         """The host command line and host environment that run ``argv`` in the image.
 
@@ -365,9 +381,41 @@ class Runtime:
         :param mounts: extra binds, ``HOST[:CONTAINER[:ro|rw]]``
         :param name: a container name, for runtimes that have one (docker,
             podman); lets :meth:`cleanup_command` remove it after a kill
+        :param arguments: extra arguments for the runtime, placed before the
+            image as pegasus-lite places ``pegasus.container.arguments``
         :return: ``(argv, env)`` for ``subprocess.Popen(argv, env=env)``
         """
         raise NotImplementedError
+
+    def launch(
+        self, cmd: Sequence[str], env: Mapping[str, str], launcher: Sequence[str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """Put ``launcher`` (``srun --kill-on-bad-exit``, ``mpiexec -n 4``) in front of
+        the command :meth:`command` built, as pegasus-lite puts ``container.launcher``.
+
+        The launcher's program is looked up on the host's ``PATH`` (the runtime
+        process's own environment may be the job's, as for charliecloud), and the
+        host's batch and MPI variables (:data:`LAUNCHER_ENV_PREFIXES`) are added to
+        that environment, so that ``srun`` or ``mpiexec`` works inside the job's
+        allocation.
+
+        :raises RuntimeUnavailable: the launcher's program is not on this node
+        """
+        if not launcher:
+            return list(cmd), dict(env)
+        prog = launcher[0]
+        path = prog if "/" in prog else shutil.which(prog, path=self._path())
+        if not path or not os.path.isfile(path) or not os.access(path, os.X_OK):
+            raise RuntimeUnavailable(
+                f"container.launcher {prog!r} is not an executable file"
+                + ("" if "/" in prog else " on this node's PATH"),
+                plugin=self.name,
+            )
+        out = dict(env)
+        for key, value in self.environ.items():
+            if key.startswith(LAUNCHER_ENV_PREFIXES) and key not in out:
+                out[key] = value
+        return [path, *launcher[1:], *cmd], out
 
     def cleanup_command(self, name: str) -> list[str] | None:
         """A command that removes the container ``name`` after a kill, if any."""
@@ -421,6 +469,12 @@ class Runtime:
             )
         return parse_mounts(mounts)
 
+    def _check_arguments(self, arguments: Sequence[str]) -> list[str]:
+        out = list(arguments)
+        if not all(isinstance(a, str) and "\0" not in a for a in out):
+            raise ConfigError("container.arguments must be strings without NUL bytes")
+        return out
+
     def container_env(self, prepared: Prepared, env: Mapping[str, str]) -> dict[str, str]:
         """The job's environment inside the container, as ferry defines it.
 
@@ -452,7 +506,7 @@ class Apptainer(Runtime):
 
         apptainer exec --cleanenv --no-home --home HOME --bind WORKDIR:/srv
             --bind WORKDIR:WORKDIR --pwd /srv [--nv | --rocm] [--bind H:C[:ro] ...]
-            IMAGE ARGV...
+            [ARGUMENTS ...] IMAGE ARGV...
 
     ``--no-home`` as pegasus-lite (the user's home is not mounted); ``--home``
     only sets ``$HOME`` (``/srv`` unless the job sets HOME; apptainer refuses
@@ -496,6 +550,7 @@ class Apptainer(Runtime):
         gpu_vendor: str = "nvidia",
         mounts: Sequence[str | Mount] = (),
         name: str | None = None,
+        arguments: Sequence[str] = (),
     ) -> tuple[list[str], dict[str, str]]:
         extra = self._check_call(prepared, argv, workdir, env, gpus, gpu_vendor, mounts)
         assert self._binary is not None
@@ -523,7 +578,7 @@ class Apptainer(Runtime):
             cmd.append("--nv" if gpu_vendor == "nvidia" else "--rocm")
         for m in extra:
             cmd += ["--bind", f"{m.host}:{m.container}" + (":ro" if m.read_only else "")]
-        cmd += [prepared.image, *argv]
+        cmd += [*self._check_arguments(arguments), prepared.image, *argv]
         host = self.host_env()
         for key, value in job_env.items():
             host[self.env_prefix + key] = value
@@ -554,7 +609,7 @@ class Docker(Runtime):
             -v WORKDIR:/srv -v WORKDIR:WORKDIR -w /srv
             [--gpus all | --device /dev/kfd --device /dev/dri --group-add video]
             [-v H:C[:ro] ...] [--name NAME] -e NAME ... -e NAME=VALUE ...
-            --entrypoint ARGV0 IMAGE ARGV1...
+            [ARGUMENTS ...] --entrypoint ARGV0 IMAGE ARGV1...
 
     Unlike pegasus-lite (``--user root`` and an ``su`` inside to a user it
     creates), the container runs directly as the job's uid:gid, so its files
@@ -688,6 +743,7 @@ class Docker(Runtime):
         gpu_vendor: str = "nvidia",
         mounts: Sequence[str | Mount] = (),
         name: str | None = None,
+        arguments: Sequence[str] = (),
     ) -> tuple[list[str], dict[str, str]]:
         extra = self._check_call(prepared, argv, workdir, env, gpus, gpu_vendor, mounts)
         assert self._binary is not None
@@ -716,6 +772,7 @@ class Docker(Runtime):
             else:
                 cmd += ["-e", key]
                 host[key] = value
+        cmd += self._check_arguments(arguments)
         cmd += ["--entrypoint", argv[0], prepared.image, *argv[1:]]
         return cmd, host
 
@@ -816,7 +873,7 @@ class Charliecloud(Runtime):
     Command line (ch-run 0.31 flags)::
 
         ch-run -b WORKDIR:/srv -c /srv [-b H:C ...] [--env-no-expand
-            --set-env=NAME=VALUE ...] ROOTFS -- ARGV...
+            --set-env=NAME=VALUE ...] [ARGUMENTS ...] ROOTFS -- ARGV...
 
     A docker-archive is unpacked (:func:`ferry.containers.unpack.unpack_docker_archive`)
     into the cache once per image, under a lock, and the mount points ch-run
@@ -879,6 +936,7 @@ class Charliecloud(Runtime):
         gpu_vendor: str = "nvidia",
         mounts: Sequence[str | Mount] = (),
         name: str | None = None,
+        arguments: Sequence[str] = (),
     ) -> tuple[list[str], dict[str, str]]:
         extra = self._check_call(prepared, argv, workdir, env, gpus, gpu_vendor, mounts)
         assert self._binary is not None
@@ -904,7 +962,7 @@ class Charliecloud(Runtime):
             cmd += ["--env-no-expand", *by_value]
         if "USER" not in host:
             host["USER"] = self.host_env().get("USER", "nobody")
-        cmd += [prepared.image, "--", *argv]
+        cmd += [*self._check_arguments(arguments), prepared.image, "--", *argv]
         return cmd, host
 
 

@@ -212,6 +212,13 @@ def build_transformations(
             as_str(m, f"container {name!r} mount", (*p, "mounts", j))
             for j, m in enumerate(as_list(c.get("mounts") or [], "mounts", (*p, "mounts")))
         ]
+        cprofiles = profiles(c.get("profiles"), f"container {name!r}", (*p, "profiles"))
+        if c.get("arguments") not in (None, ""):
+            # the API writes Container(arguments=...) as profiles.pegasus.container.arguments;
+            # a hand-written catalog may give them as the container's own key (the
+            # profile wins when both are there)
+            args = as_str(c["arguments"], f"container {name!r} arguments", (*p, "arguments"))
+            cprofiles.setdefault("pegasus", {}).setdefault("container.arguments", args)
         tc.containers[name] = Container(
             name=name,
             type=ctype,
@@ -220,7 +227,7 @@ def build_transformations(
             mounts=mounts,
             sha256=sha256_of(c.get("checksum"), f"container {name!r}", (*p, "checksum")),
             bypass=as_bool(c.get("bypass", False), "bypass", (*p, "bypass")),
-            profiles=profiles(c.get("profiles"), f"container {name!r}", (*p, "profiles")),
+            profiles=cprofiles,
         )
     items = d.get("transformations")
     for i, t in enumerate(as_list(items or [], "transformations", (*path, "transformations"))):

@@ -10,7 +10,11 @@ user-facing version):
   entry of another site is used in place, with a warning. With no
   transformation catalog at all, the job's transformation name is the
   executable: an input of the job with that LFN, or a program on ``PATH``.
-* **container**: the chosen entry's container (image, sha256, mounts).
+* **container**: the chosen entry's container (image, sha256, mounts), used in
+  place when its ``image.site`` is the job's compute site and the image is a local
+  path; ``arguments`` and ``launcher`` from the job's merged ``pegasus`` profiles
+  ``container.arguments`` and ``container.launcher`` (+ ``.arguments``), each
+  split as a shell would split it (see :func:`container_words`).
 * **arguments, stdin/stdout/stderr**: as the workflow has them.
 * **environment**: the ``env`` profiles; **resources**: ``condor.request_*``
   before ``pegasus.cores/memory/diskspace/gpus``; **timeout**:
@@ -31,8 +35,11 @@ user-facing version):
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import msgspec
 
 from ferry.worker.jobspec import (
     JOBSPEC_VERSION,
@@ -68,7 +75,7 @@ from .model import (
 from .rundir import Register
 from .sites import SiteLayout, to_url
 
-__all__ = ["Executable", "SpecBuilder", "replica_sources", "timeouts"]
+__all__ = ["Executable", "SpecBuilder", "container_words", "replica_sources", "timeouts"]
 
 PRIO_FILE = 100.0
 PRIO_SITE = 50.0
@@ -265,18 +272,20 @@ class SpecBuilder:
         stageable = [s for s in tx.sites if s.type == "stageable"]
         installed = [s for s in tx.sites if s.type == "installed"]
         if installed_here:
-            return self._installed(tx, installed_here[0])
+            return self._installed(tx, installed_here[0], site)
         if stageable:
             return self._stageable(tx, stageable, site)
         ts = installed[0]
-        exe = self._installed(tx, ts)
+        exe = self._installed(tx, ts, site)
         exe.warning = (
             f"transformation {tx.key!r} is installed at site {ts.name}, not at compute site"
             f" {site}; using {ts.pfn} in place"
         )
         return exe
 
-    def _container(self, ts: TransformationSite) -> tuple[SpecContainer | None, Profiles | None]:
+    def _container(
+        self, ts: TransformationSite, site: str
+    ) -> tuple[SpecContainer | None, Profiles | None]:
         if not ts.container:
             return None, None
         c: Container = self.tc.containers[ts.container]
@@ -289,9 +298,17 @@ class SpecBuilder:
         except Exception:  # Pegasus names: a docker image file is a `docker save` tar
             kind = {"docker": "docker-archive", "singularity": "sif"}.get(c.type)
         image = c.image if "://" in c.image else to_url(c.image)
+        # an image on the compute site itself is used where it is, as pegasus-lite
+        # symlinks a file:// input that is already on the compute site
+        in_place = c.image_site == site and image.startswith("file:")
         return (
             SpecContainer(
-                image=image, kind=kind, sha256=c.sha256, mounts=list(c.mounts), name=c.name
+                image=image,
+                kind=kind,
+                sha256=c.sha256,
+                mounts=list(c.mounts),
+                name=c.name,
+                in_place=in_place,
             ),
             c.profiles,
         )
@@ -307,31 +324,29 @@ class SpecBuilder:
                 f"container {c.name!r} is of type shifter, for which ferry has no runtime:"
                 f" the worker will try {c.image} with another one (apptainer, docker, ...)"
             )
-        pegasus = c.profiles.get("pegasus") or {}
-        for key in _CONTAINER_KEYS:
-            if key in pegasus:
-                said.append(
-                    f"container {c.name!r}: profile pegasus.{key} ({pegasus[key]!r}) is not"
-                    " supported and is ignored"
-                )
         for w in said:
             if w not in self._warned:
                 self._warned.add(w)
                 self.warnings.append(w)
 
-    def _installed(self, tx: Transformation, ts: TransformationSite) -> Executable:
+    def _installed(self, tx: Transformation, ts: TransformationSite, site: str) -> Executable:
         pfn = ts.pfn
         if pfn.startswith("file://"):
             pfn = pfn[len("file://") :]
         elif "://" in pfn:
-            return self._stageable(tx, [ts], ts.name)
-        container, cprof = self._container(ts)
+            return self._stageable(tx, [ts], ts.name, compute_site=site)
+        container, cprof = self._container(ts, site)
         return Executable(
             executable=pfn, container=container, layers=[tx.profiles, ts.profiles, cprof or {}]
         )
 
     def _stageable(
-        self, tx: Transformation, entries: list[TransformationSite], site: str
+        self,
+        tx: Transformation,
+        entries: list[TransformationSite],
+        site: str,
+        *,
+        compute_site: str | None = None,
     ) -> Executable:
         name = _exe_name(tx.key)
         reps = [Replica(site=ts.name, pfn=ts.pfn) for ts in entries]
@@ -341,7 +356,7 @@ class SpecBuilder:
             sha256=tx.sha256,
             executable=True,
         )
-        container, cprof = self._container(entries[0])
+        container, cprof = self._container(entries[0], compute_site or site)
         return Executable(
             executable=name,
             stage=stage,
@@ -413,6 +428,8 @@ class SpecBuilder:
         exe = self.executable(job, site)
         p = self.profiles(job, site)
         where = f"job {job.id}: "
+        if exe.container is not None:
+            exe = self._run_options(exe, p)
         env = p.get("env")
         timeout, grace = timeouts(p, where)
         threads = prof.get_int(p, "pegasus", "transfer.threads", where=where)
@@ -431,6 +448,30 @@ class SpecBuilder:
         )
         self._templates[key] = t
         return t
+
+    def _run_options(self, exe: Executable, p: Profiles) -> Executable:
+        """``exe`` with its container's ``arguments`` and ``launcher`` from the job's merged
+        ``pegasus`` profiles (the container's own, where ``Container(arguments=...)`` puts
+        them, or any other level: pegasus-lite reads them from the job's profiles)."""
+        c = exe.container
+        assert c is not None
+        arguments = container_words(p, _ARGUMENTS, c.name)
+        launcher = container_words(p, _LAUNCHER, c.name)
+        if launcher:
+            launcher += container_words(p, _LAUNCHER_ARGUMENTS, c.name)
+        elif prof.get(p, "pegasus", _LAUNCHER_ARGUMENTS) not in (None, ""):
+            w = (
+                f"container {c.name!r}: profile pegasus.{_LAUNCHER_ARGUMENTS} is set without"
+                f" pegasus.{_LAUNCHER} and is ignored"
+            )
+            if w not in self._warned:
+                self._warned.add(w)
+                self.warnings.append(w)
+        if not arguments and not launcher:
+            return exe
+        return replace(
+            exe, container=msgspec.structs.replace(c, arguments=arguments, launcher=launcher)
+        )
 
     def _input(self, j: int, job: Job, li: int, site: str, executable: bool, size) -> Input:  # type: ignore[no-untyped-def]
         lfn = self.wf.lfns[li]
@@ -583,8 +624,33 @@ class SpecBuilder:
 
 
 _GROUP = re.compile(r"\[(\d+)\]")
-#: container profiles (Container(arguments=...) and the launcher) a job spec cannot carry
-_CONTAINER_KEYS = ("container.arguments", "container.launcher", "container.launcher.arguments")
+#: pegasus profiles of a container job's runtime command line (Container(arguments=...)
+#: writes the first)
+_ARGUMENTS = "container.arguments"
+_LAUNCHER = "container.launcher"
+_LAUNCHER_ARGUMENTS = "container.launcher.arguments"
+
+
+def container_words(p: Profiles, key: str, container: str | None) -> list[str]:
+    """The ``pegasus.<key>`` profile split into words as a shell splits them (quotes
+    group, backslashes escape; no variables or globs are expanded, nothing is run):
+    pegasus-lite writes the value into its bash script as it is.
+
+    :raises PlanError: an unbalanced quote, naming the container and the profile
+    """
+    value = prof.get(p, "pegasus", key)
+    if value is None or value == "":
+        return []
+    text = str(value)
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise PlanError(
+            f"container {container!r}: profile pegasus.{key} {text!r} cannot be split into"
+            f" arguments: {str(exc).lower()}"
+        ) from None
+
+
 #: use types whose staged-out files go to the output replica catalog
 _REGISTERED = (USE_OUTPUT, USE_INOUT, USE_CHECKPOINT)
 _PFN_PARTS: dict[str, list[str | int]] = {}

@@ -3,16 +3,17 @@ prepare a runtime, and wrap the job's command line (docs/containers.md)."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ferry.containers import ImageCache, ImageSpec, load_runtimes, select_runtime
-from ferry.plugins.errors import IntegrityError, TransferError
+from ferry.plugins.errors import ConfigError, IntegrityError, TransferError
 from ferry.plugins.url import parse_url
 
 from .record import TransferEntry
@@ -48,6 +49,10 @@ class ContainerRun:
     gpu_vendor: str
     mounts: list[str]
     name: str
+    #: extra runtime arguments, before the image (``container.arguments``)
+    arguments: list[str] = field(default_factory=list)
+    #: a program the runtime's command runs under (``container.launcher``)
+    launcher: list[str] = field(default_factory=list)
 
     def command(
         self, argv: list[str], *, env: Mapping[str, str]
@@ -58,7 +63,14 @@ class ContainerRun:
         if inner and inner[0].startswith(self.workdir + "/"):
             # a staged executable: the work directory is mounted at /srv inside
             inner[0] = "/srv/" + inner[0][len(self.workdir) + 1 :]
-        return self.runtime.command(
+        extra: dict[str, Any] = {}
+        if self.arguments:  # a plugin runtime written before them need not take them
+            if "arguments" not in inspect.signature(self.runtime.command).parameters:
+                raise ConfigError(
+                    f"container runtime {self.runtime.name} does not take container.arguments"
+                )
+            extra["arguments"] = self.arguments
+        cmd, host_env = self.runtime.command(
             self.prepared,
             inner,
             workdir=self.workdir,
@@ -67,7 +79,9 @@ class ContainerRun:
             gpu_vendor=self.gpu_vendor,
             mounts=self.mounts,
             name=self.name,
+            **extra,
         )
+        return self.runtime.launch(cmd, host_env, self.launcher)
 
     def cleanup(self) -> None:
         """Remove the container after its client was killed (``docker rm --force NAME``,
@@ -173,6 +187,10 @@ def prepare_container(worker: JobWorker) -> ContainerRun:
         "linked": staged.linked,
         "path": staged.path,
     }
+    if image.arguments:
+        worker.record.container["arguments"] = list(image.arguments)
+    if image.launcher:
+        worker.record.container["launcher"] = list(image.launcher)
     job_env = {k: os.environ[k] for k in SLOT_VARIABLES if k in os.environ}
     job_env.update(_credentials(worker.workdir))
     job_env.update(spec.environment)
@@ -188,4 +206,6 @@ def prepare_container(worker: JobWorker) -> ContainerRun:
         # unique on the node (job ids repeat across workflows) and a valid container name
         # whatever the job id: the work directory's name (ferry-<id>-<random>)
         name=f"{os.path.basename(worker.workdir)}-{worker.record.attempt}",
+        arguments=list(image.arguments),
+        launcher=list(image.launcher),
     )

@@ -103,6 +103,15 @@ class Container(_Base):
     mounts: list[str] = []
     #: a name for the node-wide cache (default: the image's basename)
     name: str | None = None
+    #: extra arguments for the runtime, before the image (Pegasus's
+    #: ``pegasus.container.arguments``: ``--nv``, ``--gpus all``, ...)
+    arguments: list[str] = []
+    #: a program (and its arguments) the runtime's command runs under: ``srun``,
+    #: ``mpiexec -n 4`` (Pegasus's ``container.launcher`` and ``.arguments``)
+    launcher: list[str] = []
+    #: use a local image where it is, never copied into the node cache (the planner
+    #: sets it when the container's ``image.site`` is the job's compute site)
+    in_place: bool = False
 
 
 class Resources(_Base):
@@ -194,9 +203,7 @@ def _check(spec: JobSpec, source: str) -> JobSpec:
         for i, pattern in enumerate(getattr(spec.success, name)):
             _regex(pattern, f"{source}: $.success.{name}[{i}]")
     if spec.container is not None:
-        spec.container.sha256 = normalize_sha256(
-            spec.container.sha256, where=f"{source}: $.container.sha256"
-        )
+        _container(spec.container, f"{source}: $.container")
     if spec.timeout is not None and spec.timeout <= 0:
         raise ConfigError(f"{source}: $.timeout must be positive, not {spec.timeout}")
     if spec.checkpoint_interval is not None and spec.checkpoint_interval <= 0:
@@ -206,6 +213,22 @@ def _check(spec: JobSpec, source: str) -> JobSpec:
     if spec.kill_grace < 0:
         raise ConfigError(f"{source}: $.kill_grace must not be negative, not {spec.kill_grace}")
     return spec
+
+
+def _container(c: Container, where: str) -> None:
+    c.sha256 = normalize_sha256(c.sha256, where=f"{where}.sha256")
+    for name in ("arguments", "launcher"):
+        for i, arg in enumerate(getattr(c, name)):
+            if "\0" in arg:
+                raise ConfigError(f"{where}.{name}[{i}]: {arg!r} has a NUL byte")
+    if c.launcher and not c.launcher[0]:
+        raise ConfigError(f"{where}.launcher[0]: the launcher's program is empty")
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", c.image)
+    if c.in_place and scheme and scheme.group(1).lower() != "file":
+        raise ConfigError(
+            f"{where}.in_place: only a local image (a path or file:// URL) can be used in"
+            f" place, not a {scheme.group(1)}:// one"
+        )
 
 
 def _regex(pattern: str, where: str) -> None:
