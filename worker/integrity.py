@@ -24,7 +24,15 @@ from datetime import datetime, timezone
 
 import msgspec
 
-__all__ = ["FileSum", "append_kickstart_fragment", "read_meta_dir", "read_meta_file", "write_meta"]
+__all__ = [
+    "FileSum",
+    "MetaSums",
+    "append_kickstart_fragment",
+    "clean_sum",
+    "read_meta_dir",
+    "read_meta_file",
+    "write_meta",
+]
 
 
 class FileSum(msgspec.Struct, frozen=True):
@@ -37,37 +45,75 @@ class FileSum(msgspec.Struct, frozen=True):
     path: str | None = None
 
 
-def read_meta_file(path: str) -> dict[str, str]:
-    """LFN -> sha256 from one ``.meta`` file (first entry per LFN wins)."""
+def clean_sum(value: object) -> str:
+    """A ``checksum.value`` as ferry compares it: trimmed, lowercase, ``sha256:`` dropped.
+
+    Not validated: a value that is no sha256 stays as it is, for the caller to name.
+    """
+    text = str(value).strip().lower()
+    return text.removeprefix("sha256:").strip()
+
+
+def _meta_sums(path: str) -> list[tuple[str, str]]:
+    """(LFN, sum) of every entry of one ``.meta`` file that has a ``checksum.value``."""
     with open(path, "rb") as f:
         data = f.read()
     if len(data) <= 2:
-        return {}
+        return []  # pegasus-integrity skips "[]" and empty files
     entries = json.loads(data)
     if not isinstance(entries, list):
         raise ValueError(f"{path}: a .meta file holds a JSON array")
-    sums: dict[str, str] = {}
+    found = []
     for entry in entries:
         if not isinstance(entry, dict):
             continue
         lfn = entry.get("_id")
-        attrs = entry.get("_attributes") or {}
+        attrs = entry.get("_attributes")
         value = attrs.get("checksum.value") if isinstance(attrs, dict) else None
-        if isinstance(lfn, str) and value and lfn not in sums:
-            sums[lfn] = str(value).lower()
+        if isinstance(lfn, str) and value is not None and str(value).strip():
+            found.append((lfn, clean_sum(value)))
+    return found
+
+
+def read_meta_file(path: str) -> dict[str, str]:
+    """LFN -> sha256 from one ``.meta`` file (first entry per LFN wins)."""
+    sums: dict[str, str] = {}
+    for lfn, value in _meta_sums(path):
+        sums.setdefault(lfn, value)
     return sums
 
 
-def read_meta_dir(directory: str = ".") -> dict[str, str]:
-    """LFN -> sha256 from every ``*.meta`` file in ``directory``."""
-    sums: dict[str, str] = {}
+class MetaSums(dict[str, str]):
+    """LFN -> sha256 from the ``*.meta`` files of a directory, with where each came from.
+
+    ``conflicts`` names the LFNs whose entries disagree (``"a.meta: X, b.meta: Y"``):
+    pegasus-integrity's pick among them depends on the directory's listing order, so
+    ferry trusts none of them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.origin: dict[str, str] = {}
+        self.conflicts: dict[str, str] = {}
+
+
+def read_meta_dir(directory: str = ".") -> MetaSums:
+    """LFN -> sha256 from every ``*.meta`` file in ``directory`` (read in name order)."""
+    sums = MetaSums()
+    seen: dict[str, list[tuple[str, str]]] = {}
     for path in sorted(glob.glob(os.path.join(glob.escape(directory), "*.meta"))):
         try:
-            found = read_meta_file(path)
+            found = _meta_sums(path)
         except (OSError, ValueError):
             continue  # pegasus-integrity logs and skips unreadable files too
-        for lfn, value in found.items():
-            sums.setdefault(lfn, value)
+        name = os.path.basename(path)
+        for lfn, value in found:
+            if lfn not in sums:
+                sums[lfn], sums.origin[lfn] = value, name
+            seen.setdefault(lfn, []).append((name, value))
+    for lfn, values in seen.items():
+        if len({v for _, v in values}) > 1:
+            sums.conflicts[lfn] = ", ".join(f"{n}: {v}" for n, v in values)
     return sums
 
 
@@ -78,15 +124,32 @@ def _user_name() -> str:
         return str(os.getuid())
 
 
+def _file_facts(s: FileSum) -> tuple[int | None, float | None]:
+    """The size and ctime of the local file a sum was taken of (None when unknown)."""
+    if s.path is None:
+        return s.size, None
+    try:
+        st = os.stat(s.path)
+    except OSError:
+        return s.size, None
+    return (s.size if s.size is not None else st.st_size), st.st_ctime
+
+
 def write_meta(path: str, sums: Iterable[FileSum]) -> None:
-    """Write a Pegasus ``.meta`` file (mode 0644) atomically."""
+    """Write a Pegasus ``.meta`` file (mode 0644) atomically, as pegasus-exitcode does:
+    string attributes ``user``, ``size``, ``ctime`` (the file's when it is local, else
+    now), ``checksum.type``, ``checksum.value`` (64 lowercase hex digits) and
+    ``checksum.timing`` (when the sum was taken apart from the copy)."""
     user = _user_name()
-    now = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    now = time.time()
     entries = []
     for s in sums:
-        attrs = {"user": user, "ctime": now, "checksum.type": "sha256", "checksum.value": s.sha256}
-        if s.size is not None:
-            attrs["size"] = str(s.size)
+        size, ctime = _file_facts(s)
+        stamp = datetime.fromtimestamp(ctime or now, timezone.utc).astimezone()
+        attrs = {"user": user, "ctime": stamp.isoformat(timespec="seconds")}
+        if size is not None:
+            attrs["size"] = str(size)
+        attrs.update({"checksum.type": "sha256", "checksum.value": clean_sum(s.sha256)})
         if s.timing is not None:
             attrs["checksum.timing"] = f"{s.timing:.3f}"
         entries.append({"_id": s.lfn, "_type": "file", "_attributes": attrs})
@@ -105,6 +168,13 @@ def write_meta(path: str, sums: Iterable[FileSum]) -> None:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def _quoted(text: str) -> str:
+    """A YAML double-quoted scalar: ``"f.a"`` as pegasus-integrity writes it, with ``"``,
+    ``\\`` and control characters escaped (pegasus-integrity leaves them raw, which
+    breaks the kickstart record's YAML)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def kickstart_fragment(s: FileSum) -> str:
@@ -132,9 +202,9 @@ def kickstart_fragment(s: FileSum) -> str:
     except KeyError:
         user = str(uid)
     lines = [
-        f'    "{s.lfn}":',
+        f"    {_quoted(s.lfn)}:",
         "      comment: entry generated by ferry",
-        f'      file_name: "{path}"',
+        f"      file_name: {_quoted(path)}",
         f"      mode: 0o{stat.S_IMODE(mode) | stat.S_IFMT(mode):o}",
         f"      size: {size}",
         f"      inode: {ino}",
@@ -147,7 +217,7 @@ def kickstart_fragment(s: FileSum) -> str:
         f"      gid: {gid}",
         f"      group: {group}",
         "      output: True",
-        f"      sha256: {s.sha256}",
+        f"      sha256: {clean_sum(s.sha256)}",
         f"      checksum_timing: {s.timing or 0.0:.3f}",
     ]
     return "\n".join(lines) + "\n"

@@ -8,8 +8,9 @@ set the Pegasus ``*.meta`` files in the current directory (what
 pegasus-integrity checks), and the planner's ``attributes``
 (``checksum.type`` = ``sha256`` and ``checksum.value``). A
 ``verify_checksum_remote`` entry whose sum is unknown (no ``lfn``, or found
-nowhere) is not an input error: as in pegasus-transfer, only that transfer
-fails (``TransferRequest.verify_error``).
+nowhere), no sha256, or given differently by two ``*.meta`` files is not an
+input error: as in pegasus-transfer, only that transfer fails
+(``TransferRequest.verify_error``).
 """
 
 from __future__ import annotations
@@ -214,6 +215,22 @@ def _sha_from_attributes(attrs: object, where: str) -> str | None:
     return None
 
 
+def _sha_from_meta(meta: dict[str, str], lfn: str) -> tuple[str | None, str | None]:
+    """(sum, None) for ``lfn`` from the ``*.meta`` sums, or (None, why it cannot be
+    checked): the files disagree on it, or its ``checksum.value`` is no sha256. A value
+    may be upper case or carry ``sha256:``."""
+    conflict = getattr(meta, "conflicts", {}).get(lfn)
+    if conflict:
+        return None, f"the *.meta files give different sha256 for {lfn} ({conflict})"
+    value = meta.get(lfn)
+    if value is not None:
+        value = value.strip().lower().removeprefix("sha256:").strip()
+    if value is not None and not _HEX64.match(value):
+        origin = getattr(meta, "origin", {}).get(lfn, "*.meta")
+        return None, f"checksum.value of {lfn} in {origin} is not a sha256: {value!r}"
+    return value, None
+
+
 def _entry_name(data: bytes, message: str, source: str) -> str:
     """``<file>: entry N (id I) (lfn L): invalid entry: <msgspec's message>`` for an
     error at ``$[N-1]...``: the entry as pegasus-transfer users count them, and its path."""
@@ -333,8 +350,9 @@ def parse_transfer_list(
             if not entry.lfn:
                 verify_error = "verify_checksum_remote is set but the entry has no lfn"
             else:
-                sha = (meta_lookup or {}).get(entry.lfn)
-        sha = sha or _sha_from_attributes(entry.attributes, where)
+                sha, verify_error = _sha_from_meta(meta_lookup or {}, entry.lfn)
+        if verify_error is None:
+            sha = sha or _sha_from_attributes(entry.attributes, where)
         if sha is None and entry.verify_checksum_remote and verify_error is None:
             verify_error = (
                 f"verify_checksum_remote is set but no sha256 is known for {entry.lfn}"
