@@ -139,11 +139,16 @@ def write_meta(path: str, sums: Iterable[FileSum]) -> None:
     """Write a Pegasus ``.meta`` file (mode 0644) atomically, as pegasus-exitcode does:
     string attributes ``user``, ``size``, ``ctime`` (the file's when it is local, else
     now), ``checksum.type``, ``checksum.value`` (64 lowercase hex digits) and
-    ``checksum.timing`` (when the sum was taken apart from the copy)."""
+    ``checksum.timing`` (when the sum was taken apart from the copy). An LFN with the
+    same sum twice gets one entry; different sums all stay, for a reader to see."""
     user = _user_name()
     now = time.time()
     entries = []
+    written: set[tuple[str, str]] = set()
     for s in sums:
+        if (s.lfn, clean_sum(s.sha256)) in written:
+            continue  # one entry per file, as kickstart's record has (copies to two places)
+        written.add((s.lfn, clean_sum(s.sha256)))
         size, ctime = _file_facts(s)
         stamp = datetime.fromtimestamp(ctime or now, timezone.utc).astimezone()
         attrs = {"user": user, "ctime": stamp.isoformat(timespec="seconds")}

@@ -104,6 +104,25 @@ def test_meta_checksum_value_is_plain_lowercase_hex(tmp_path: Path) -> None:
     assert pegasus_verify(tmp_path, "f.a", tmp_path / "a")
 
 
+def test_meta_has_one_entry_per_file_copied_twice(tmp_path: Path) -> None:
+    """pegasus-exitcode writes one entry per LFN (kickstart's ``files:`` is a map): a file
+    sent to two places is one entry; two different files under one LFN both stay."""
+    (tmp_path / "a").write_bytes(b"abc")
+    (tmp_path / "b").write_bytes(b"abd")
+    lst = [
+        entry("f.a", str(tmp_path / "a"), f"file://{tmp_path}/o1/f.a"),
+        entry("f.a", str(tmp_path / "a"), f"file://{tmp_path}/o2/f.a"),
+        entry("f.x", str(tmp_path / "a"), f"file://{tmp_path}/o1/f.x"),
+        entry("f.x", str(tmp_path / "b"), f"file://{tmp_path}/o2/f.x"),
+    ]
+    p = transfer("--meta", str(tmp_path / "job.meta"), stdin=json.dumps(lst))
+    assert p.returncode == 0, p.stderr
+    entries = json.loads((tmp_path / "job.meta").read_text())
+    got = [(e["_id"], e["_attributes"]["checksum.value"]) for e in entries]
+    assert got == [("f.a", sha(b"abc")), ("f.x", sha(b"abc")), ("f.x", sha(b"abd"))]
+    assert read_meta_dir(str(tmp_path)).conflicts.keys() == {"f.x"}
+
+
 @pytest.mark.skipif(not _PEGASUS_INTEGRITY.exists(), reason="pegasus-integrity not installed")
 def test_real_pegasus_integrity_verifies_ferry_meta(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"abc")
