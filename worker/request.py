@@ -8,9 +8,9 @@ set the Pegasus ``*.meta`` files in the current directory (what
 pegasus-integrity checks), and the planner's ``attributes``
 (``checksum.type`` = ``sha256`` and ``checksum.value``). A
 ``verify_checksum_remote`` entry whose sum is unknown (no ``lfn``, or found
-nowhere), no sha256, or given differently by two ``*.meta`` files is not an
-input error: as in pegasus-transfer, only that transfer fails
-(``TransferRequest.verify_error``).
+nowhere) or given differently by two ``*.meta`` files, and a ``.meta`` or
+``attributes`` ``checksum.value`` that is no sha256, are not input errors: as in
+pegasus-transfer, only that transfer fails (``TransferRequest.verify_error``).
 """
 
 from __future__ import annotations
@@ -113,8 +113,8 @@ class TransferRequest(msgspec.Struct):
     verify_symlink_source: bool = True
     generate_checksum: bool = False
     verify_checksum_remote: bool = False
-    #: why the sum that ``verify_checksum_remote`` asks to check is unknown; the
-    #: transfer then fails without running (pegasus-transfer fails it too)
+    #: why the expected sum cannot be known (``verify_checksum_remote`` without one, or
+    #: a ``checksum.value`` that is no sha256); the transfer then fails without running
     verify_error: str | None = None
     symlink: bool = False  # make a symlink for local->local instead of copying
     user_data: dict[str, object] = msgspec.field(default_factory=dict)
@@ -206,13 +206,19 @@ def _endpoint(obj: _UrlObj | _Target, where: str) -> Endpoint:
     )
 
 
-def _sha_from_attributes(attrs: object, where: str) -> str | None:
+def _sha_from_attributes(attrs: object) -> tuple[str | None, str | None]:
+    """(sum, None) from the planner's ``checksum.type``/``checksum.value`` attributes, or
+    (None, why not) for a value that is no sha256: pegasus-transfer ignores attributes,
+    so such a value fails that transfer only, not the whole list."""
     if not isinstance(attrs, dict):
-        return None
+        return None, None
     value = attrs.get("checksum.value")
     if str(attrs.get("checksum.type", "")).lower() == "sha256" and isinstance(value, str) and value:
-        return normalize_sha256(value, where=f"{where}.attributes")
-    return None
+        try:
+            return normalize_sha256(value, where="attributes checksum.value"), None
+        except ConfigError as exc:
+            return None, str(exc)
+    return None, None
 
 
 def _sha_from_meta(meta: dict[str, str], lfn: str) -> tuple[str | None, str | None]:
@@ -351,8 +357,8 @@ def parse_transfer_list(
                 verify_error = "verify_checksum_remote is set but the entry has no lfn"
             else:
                 sha, verify_error = _sha_from_meta(meta_lookup or {}, entry.lfn)
-        if verify_error is None:
-            sha = sha or _sha_from_attributes(entry.attributes, where)
+        if verify_error is None and sha is None:
+            sha, verify_error = _sha_from_attributes(entry.attributes)
         if sha is None and entry.verify_checksum_remote and verify_error is None:
             verify_error = (
                 f"verify_checksum_remote is set but no sha256 is known for {entry.lfn}"

@@ -231,6 +231,39 @@ def test_meta_with_a_value_that_is_no_sha256_fails_only_that_transfer(tmp_path: 
     assert (tmp_path / "o" / "good").exists() and not (tmp_path / "o" / "bad").exists()
 
 
+def test_attributes_with_a_value_that_is_no_sha256_fail_only_that_transfer(
+    tmp_path: Path,
+) -> None:
+    """pegasus-transfer ignores ``attributes``, so a stage-in list whose planner copied a
+    bogus catalog sum (``abc123``, the Pegasus docs' example) still moves the other
+    files; ferry, which checks the sum, fails that one transfer, naming the value. The
+    same sum in upper case with ``sha256:`` is checked."""
+    (tmp_path / "a").write_bytes(b"abc")
+
+    def attrs(value: str) -> dict[str, str]:
+        return {"checksum.type": "sha256", "checksum.value": value}
+
+    lst = [
+        entry("bad", str(tmp_path / "a"), f"file://{tmp_path}/o/bad", attributes=attrs("abc123")),
+        entry(
+            "good",
+            str(tmp_path / "a"),
+            f"file://{tmp_path}/o/good",
+            attributes=attrs("SHA256:" + sha(b"abc").upper()),
+        ),
+        entry(
+            "wrong", str(tmp_path / "a"), f"file://{tmp_path}/o/wrong", attributes=attrs("0" * 64)
+        ),
+    ]
+    p = transfer("--json", stdin=json.dumps(lst))
+    assert p.returncode == 1, p.stderr
+    bad, good, wrong = json.loads(p.stdout)["transfers"]
+    assert good["ok"] and good["expected_sha256"] == sha(b"abc")
+    assert not bad["ok"] and "attributes checksum.value: 'abc123' is not a sha256" in bad["error"]
+    assert not wrong["ok"] and "sha256 mismatch for wrong" in wrong["error"]
+    assert sorted(os.listdir(tmp_path / "o")) == ["good"]
+
+
 def test_meta_files_that_disagree_fail_the_check(tmp_path: Path) -> None:
     """Two .meta files with different sums for one LFN: pegasus-integrity's pick depends
     on the directory's listing order; ferry trusts neither and names both, even when the
