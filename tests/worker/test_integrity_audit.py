@@ -180,7 +180,8 @@ def test_verify_accepts_upper_case_and_prefixed_meta_sums(tmp_path: Path, value:
 
 def test_meta_reader_accepts_every_variant_pegasus_writes(tmp_path: Path) -> None:
     """The planner's ``<job>.in.meta`` (``_type`` data/executable/docker, user metadata
-    beside the checksum, keys in any order), pegasus-exitcode's ``<job>.meta`` (all of
+    beside the checksum, keys in any order, tab-indented as Integrity.java prints it),
+    pegasus-exitcode's ``<job>.meta`` (all of
     its attributes) and its empty ``[]``; an empty file, a broken one, one that is not
     an array and a hidden one add nothing; a 2-byte file is skipped."""
     d = tmp_path / "m"
@@ -201,6 +202,12 @@ def test_meta_reader_accepts_every_variant_pegasus_writes(tmp_path: Path) -> Non
     )
     exitcode["_attributes"]["checksum.timing"] = "0.002"  # type: ignore[index]
     (d / "parent.meta").write_text(json.dumps([exitcode], indent=2) + "\n")
+    # Integrity.java writes <job>.in.meta by hand: tabs, "_type" first, no spaces after ":"
+    (d / "other.in.meta").write_text(
+        '[\n\n\t{\n\t\t"_type": "data",\n\t\t"_id": "f.c",\n\t\t"_attributes": {'
+        f'\n\t\t\t"checksum.type":"sha256",\n\t\t\t"checksum.value":"{"6" * 64}",'
+        '\n\t\t\t"size":"1024"\n\t\t}\n\t}\n]\n'
+    )
     (d / "none.meta").write_text("[]")
     (d / "zero.meta").write_text("")
     (d / "small.meta").write_text("{}")
@@ -208,7 +215,13 @@ def test_meta_reader_accepts_every_variant_pegasus_writes(tmp_path: Path) -> Non
     (d / "object.meta").write_text(json.dumps({"_id": "obj", "_attributes": {}}))
     (d / ".hidden.meta").write_text(json.dumps([meta_entry("hid", "5" * 64)]))
     sums = read_meta_dir(str(d))
-    assert dict(sums) == {"raw": "1" * 64, "exe": "2" * 64, "img": "3" * 64, "f.b": "4" * 64}
+    assert dict(sums) == {
+        "raw": "1" * 64,
+        "exe": "2" * 64,
+        "img": "3" * 64,
+        "f.b": "4" * 64,
+        "f.c": "6" * 64,
+    }
     assert sums.conflicts == {}
 
 
