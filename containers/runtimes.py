@@ -403,7 +403,17 @@ class Runtime:
         """
         if not launcher:
             return list(cmd), dict(env)
-        prog = launcher[0]
+        out = dict(env)
+        for key, value in self.environ.items():
+            if key.startswith(LAUNCHER_ENV_PREFIXES) and key not in out:
+                out[key] = value
+        return [self.launcher_path(launcher[0]), *launcher[1:], *cmd], out
+
+    def launcher_path(self, prog: str) -> str:
+        """The launcher's program ``prog`` on this node (on the host's ``PATH``).
+
+        :raises RuntimeUnavailable: it is not there
+        """
         path = prog if "/" in prog else shutil.which(prog, path=self._path())
         if not path or not os.path.isfile(path) or not os.access(path, os.X_OK):
             raise RuntimeUnavailable(
@@ -411,11 +421,7 @@ class Runtime:
                 + ("" if "/" in prog else " on this node's PATH"),
                 plugin=self.name,
             )
-        out = dict(env)
-        for key, value in self.environ.items():
-            if key.startswith(LAUNCHER_ENV_PREFIXES) and key not in out:
-                out[key] = value
-        return [path, *launcher[1:], *cmd], out
+        return os.path.abspath(path)
 
     def cleanup_command(self, name: str) -> list[str] | None:
         """A command that removes the container ``name`` after a kill, if any."""

@@ -177,6 +177,8 @@ def prepare_container(worker: JobWorker) -> ContainerRun:
     cache = ImageCache()
     staged = cache.stage(image, fetch)
     runtime = select_runtime(image, staged, load_runtimes(worker.registry))
+    if image.launcher:  # a node without it fails here, before the inputs are staged
+        runtime.launcher_path(image.launcher[0])
     prepared = runtime.prepare(staged, cache, mounts=image.mounts)
     worker.record.container = {
         "image": staged.source or spec.container.image,

@@ -298,13 +298,16 @@ def test_the_launcher_goes_in_front_of_apptainer(tmp_path: Path, standin: dict[s
 def test_a_launcher_the_node_lacks_fails_the_container_step(
     tmp_path: Path, standin: dict[str, str]
 ) -> None:
-    """No such launcher on the node: the job does not run; the container step fails,
-    naming the launcher (exit 6, as for an image that cannot be prepared)."""
+    """No such launcher on the node: the container step fails, naming the launcher (exit
+    6, as for an image that cannot be prepared), before the inputs are staged; the job
+    does not run."""
     image = tmp_path / "tool.sif"
     image.write_bytes(os.urandom(1024))
+    (tmp_path / "in.txt").write_text("input\n")
     spec = write_spec(
         tmp_path,
         arguments=["-c", f"touch {tmp_path}/ran"],
+        inputs=[{"lfn": "in.txt", "sources": [{"url": f"file://{tmp_path}/in.txt"}]}],
         container={"image": f"file://{image}", "launcher": ["no-such-launcher-xyz", "-n", "2"]},
     )
     p = worker(spec, env=standin)
@@ -314,6 +317,7 @@ def test_a_launcher_the_node_lacks_fails_the_container_step(
     assert rec["failures"][0]["reason"] == (
         "container.launcher 'no-such-launcher-xyz' is not an executable file on this node's PATH"
     )
+    assert [t["direction"] for t in rec["transfers"]] == ["image"]
     assert not (tmp_path / "ran").exists()
     assert not (tmp_path / "standin-state" / "calls.jsonl").exists()  # no runtime was started
 
@@ -486,3 +490,38 @@ def test_a_pegasus_workflow_runs_with_its_container_arguments_and_launcher(
     assert call["argv"][:2] == ["--kill-on-bad-exit", "/usr/bin/ch-run"]
     k = call["argv"].index("--")
     assert call["argv"][k - 4 : k - 1] == ["--set-env=FROM_ARGS=x y", "-b", f"{data}:/mnt"]
+
+
+def test_a_plugin_runtime_without_the_arguments_parameter_refuses_them(tmp_path: Path) -> None:
+    """A plugin runtime written before container.arguments existed still runs jobs
+    without them, and refuses a job with some rather than dropping them."""
+    from ferry.containers import Runtime
+    from ferry.worker.containers import ContainerRun
+
+    class Old(Runtime):
+        name = "old"
+        binaries = ("sh",)
+        kinds = frozenset({"dir"})
+
+        def command(
+            self,
+            prepared,
+            argv,
+            *,
+            workdir,
+            env,
+            gpus=0,
+            gpu_vendor="nvidia",  # type: ignore[no-untyped-def]
+            mounts=(),
+            name=None,
+        ):
+            return ["old-run", prepared, *argv], dict(env)
+
+    def run(arguments: list[str]) -> ContainerRun:
+        return ContainerRun(Old(), "IMG", str(tmp_path), {}, 0, "nvidia", [], "n", arguments)
+
+    assert run([]).command(["true"], env={}) == (["old-run", "IMG", "true"], {})
+    with pytest.raises(
+        ConfigError, match="container runtime old does not take container.arguments"
+    ):
+        run(["--x"]).command(["true"], env={})
