@@ -139,7 +139,7 @@ def write_meta(path: str, sums: Iterable[FileSum]) -> None:
     """Write a Pegasus ``.meta`` file (mode 0644) atomically, as pegasus-exitcode does:
     string attributes ``user``, ``size``, ``ctime`` (the file's when it is local, else
     now), ``checksum.type``, ``checksum.value`` (64 lowercase hex digits) and
-    ``checksum.timing`` (when the sum was taken apart from the copy). An LFN with the
+    ``checksum.timing`` (seconds spent on the sum apart from the copy). An LFN with the
     same sum twice gets one entry; different sums all stay, for a reader to see."""
     user = _user_name()
     now = time.time()
@@ -155,8 +155,8 @@ def write_meta(path: str, sums: Iterable[FileSum]) -> None:
         if size is not None:
             attrs["size"] = str(size)
         attrs.update({"checksum.type": "sha256", "checksum.value": clean_sum(s.sha256)})
-        if s.timing is not None:
-            attrs["checksum.timing"] = f"{s.timing:.3f}"
+        # 0 when the sum was taken as the bytes streamed: no time of its own
+        attrs["checksum.timing"] = f"{s.timing or 0.0:.3f}"
         entries.append({"_id": s.lfn, "_type": "file", "_attributes": attrs})
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".meta-", dir=directory)

@@ -60,9 +60,10 @@ def verify_list(tmp: Path, lfn: str, dest: str, **extra: object) -> str:
 
 
 def test_meta_written_by_ferry_is_what_pegasus_exitcode_writes(tmp_path: Path) -> None:
-    """Every entry has user, size, ctime, checksum.type and checksum.value, all strings;
-    size too for an empty file and for a linked one (no bytes were streamed), and ctime
-    is the file's, with its zone, as pegasus-exitcode takes it from kickstart's stat."""
+    """Every entry has user, size, ctime, checksum.type, checksum.value and checksum.timing,
+    all strings, as pegasus-exitcode writes them; size too for an empty file and for a
+    linked one (no bytes were streamed), and ctime is the file's, with its zone, as
+    pegasus-exitcode takes it from kickstart's stat."""
     (tmp_path / "a").write_bytes(b"abc")
     (tmp_path / "empty").write_bytes(b"")
     out = tmp_path / "out"
@@ -83,7 +84,9 @@ def test_meta_written_by_ferry_is_what_pegasus_exitcode_writes(tmp_path: Path) -
     for e in entries:
         attrs = e["_attributes"]
         assert e["_type"] == "file" and all(isinstance(v, str) for v in attrs.values())
-        assert {"user", "size", "ctime", "checksum.type", "checksum.value"} <= set(attrs)
+        keys = {"user", "size", "ctime", "checksum.type", "checksum.value", "checksum.timing"}
+        assert set(attrs) == keys
+        float(attrs["checksum.timing"])
         assert attrs["checksum.type"] == "sha256"
         stamp = datetime.fromisoformat(attrs["ctime"])
         assert stamp.tzinfo is not None
