@@ -151,9 +151,10 @@ def write_meta(path: str, sums: Iterable[FileSum]) -> None:
         written.add((s.lfn, clean_sum(s.sha256)))
         size, ctime = _file_facts(s)
         stamp = datetime.fromtimestamp(ctime or now, timezone.utc).astimezone()
-        attrs = {"user": user, "ctime": stamp.isoformat(timespec="seconds")}
+        attrs = {"user": user}  # in pegasus-exitcode's order
         if size is not None:
             attrs["size"] = str(size)
+        attrs["ctime"] = stamp.isoformat(timespec="seconds")
         attrs.update({"checksum.type": "sha256", "checksum.value": clean_sum(s.sha256)})
         # 0 when the sum was taken as the bytes streamed: no time of its own
         attrs["checksum.timing"] = f"{s.timing or 0.0:.3f}"
