@@ -30,6 +30,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import msgspec
@@ -101,7 +102,9 @@ class Statistics:
         return d
 
 
-def summarize(rd: RunDir) -> Statistics:
+def summarize(rd: RunDir, warn: Callable[[str], None] | None = None) -> Statistics:
+    """The statistics of a run. ``warn(message)`` is told of each record that cannot be
+    read (left out of the times and checksums)."""
     rs = run_state(rd)
     st = Statistics(status=rs.status)
     records = rd.record_attempts()
@@ -126,7 +129,7 @@ def summarize(rd: RunDir) -> Statistics:
             ok = False
             last_errors = 0
             for a in attempts:
-                rec = _load(rd, task, a)
+                rec = _load(rd, task, a, warn)
                 if rec is None:
                     continue
                 st.cumulative_job_wall_time += rec.job_wall_time
@@ -135,7 +138,7 @@ def summarize(rd: RunDir) -> Statistics:
                 else:
                     st.badput += rec.job_wall_time
                 last_errors = _integrity(st.integrity, rec)
-            if ok:
+            if ok or js.state == "succeeded":  # a job (a cluster: each member) succeeded
                 st.tasks.succeeded += 1
             elif js.state == "failed":
                 st.tasks.failed += 1
@@ -170,12 +173,20 @@ class _StatRecord(RecordSummary):
 _STAT = msgspec.json.Decoder(_StatRecord)
 
 
-def _load(rd: RunDir, job_id: str, attempt: int) -> _StatRecord | None:
+def _load(
+    rd: RunDir, job_id: str, attempt: int, warn: Callable[[str], None] | None
+) -> _StatRecord | None:
+    path = rd.record_path(job_id, attempt)
     try:
-        with open(rd.record_path(job_id, attempt), "rb") as f:
+        with open(path, "rb") as f:
             return _STAT.decode(f.read())
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        why = str(exc)
+    if warn is not None:
+        warn(f"{path}: not a valid invocation record ({why}); left out")
+    return None
 
 
 def _integrity(acc: Integrity, rec: _StatRecord) -> int:
@@ -200,19 +211,20 @@ _UNITS = (("year", 365 * 86400), ("day", 86400), ("hr", 3600), ("min", 60), ("se
 
 
 def format_duration(seconds: float | None, parts: int = 2) -> str:
-    """pegasus-statistics' durations: ``9.0 secs``, ``4 mins, 12 secs``, ``1 day, 2 hrs``."""
+    """pegasus-statistics' durations (its ``format_seconds``): ``9.0 secs``, ``4 mins, 12 secs``,
+    ``1 day, 2 hrs``. Whole units, truncated; from the largest one present, ``parts`` units
+    in a row, zeros included (``1 hr, 0 mins``); under a minute, seconds to 2 decimals."""
     if seconds is None:
         return "-"
-    if seconds < 60:
-        return f"{round(seconds, 2)} secs"
-    left = int(round(seconds))
-    out = []
-    for name, size in _UNITS:
+    left = int(seconds)
+    out: list[str] = []
+    for name, size in _UNITS[:-1]:
         value, left = divmod(left, size)
-        if value:
-            out.append(f"{value} {name}{'s' if value != 1 else ''}")
-        if len(out) == parts:
-            break
+        if len(out) < parts and (value or out):
+            out.append(f"{value} {name}{'' if value == 1 else 's'}")
+    if len(out) < parts:
+        secs = left if out else round(seconds, 2)
+        out.append(f"{secs} sec{'' if secs == 1 else 's'}")
     return ", ".join(out)
 
 
@@ -306,23 +318,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ferry.plugins.errors import ConfigError
 
+    def warn(message: str) -> None:
+        print(f"ferry statistics: {message}", file=sys.stderr)
+
     rd = RunDir(args.run_dir)
     try:
-        st = summarize(rd)
+        st = summarize(rd, warn)
     except ConfigError as exc:
-        print(f"ferry statistics: {exc}", file=sys.stderr)
+        warn(str(exc))
+        return 1
+    except OSError as exc:  # plan.json or records/ that cannot be read
+        warn(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
         return 1
     if args.json:
         print(json.dumps(st.to_json(), indent=1))
         return 0
     text = format_summary(st)
     sys.stdout.write(text)
+    path = rd.join("statistics", "summary.txt")
     try:
         os.makedirs(rd.join("statistics"), exist_ok=True)
-        path = rd.join("statistics", "summary.txt")
         with open(path, "w") as f:
             f.write(_LEGEND + text)
-        print(f"\n{'Summary'.ljust(30)}: {path}")
-    except OSError:
-        pass
+    except OSError as exc:  # a read-only run directory: the table above is all there is
+        warn(f"cannot write {exc.filename or path}: {exc.strerror or exc}")
+        return 0
+    print(f"\n{'Summary'.ljust(30)}: {path}")
     return 0

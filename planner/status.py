@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
+from .analyze import read_record, scrub
 from .rundir import RunDir
 from .state import STATES, failure_cause, run_state
 
@@ -37,7 +39,7 @@ def status_of(rd: RunDir) -> dict[str, object]:
     for r in failed[:_SHOW]:  # why, from the record (the ones shown only: a read each)
         pj = r.pop("pj")
         ids = pj.members or [pj.id]
-        r["cause"] = failure_cause(rd, ids, r["attempt"], named=bool(pj.members)) or None
+        r["cause"] = _cause(rd, ids, r["attempt"], bool(pj.members))
     for r in failed[_SHOW:]:
         r.pop("pj")
     return {
@@ -51,6 +53,21 @@ def status_of(rd: RunDir) -> dict[str, object]:
         "running": running,
         "failed": failed,
     }
+
+
+def _cause(rd: RunDir, ids: list[str], attempt: int, named: bool) -> str | None:
+    """Why the attempt failed, from its records; a record that cannot be read is named."""
+    for job_id in ids:
+        path = rd.record_path(job_id, attempt)
+        if os.path.exists(path):
+            try:
+                read_record(path)
+            except ValueError as exc:
+                return f"{path}: not a valid invocation record: {exc}"
+    try:
+        return failure_cause(rd, ids, attempt, named=named) or None
+    except (AttributeError, TypeError):  # a record with fields of the wrong type
+        return None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,45 +84,62 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"ferry status: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # plan.json or records/ that cannot be read
+        print(f"ferry status: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
     code = 0 if st["status"] in ("success", "running", "not started") else 1
     if args.json:
-        print(json.dumps(st, indent=1))
+        print(scrub(json.dumps(st, indent=1)))
         return code
+    sys.stdout.write(scrub(_text(st)))
+    return code
+
+
+def _text(st: dict[str, object]) -> str:
+    out: list[str] = []
+    add = out.append
     counts = st["counts"]
     assert isinstance(counts, dict)
-    done = counts["succeeded"] + counts["failed"]
+    done = counts["succeeded"]  # as ferry run's "N done" and pegasus-status' DONE
     total = st["total"]
+    assert isinstance(total, int)
     pid = f" (pid {st['pid']})" if st["pid"] else ""
-    print(f"Workflow {st['workflow']}: {st['status']}{pid}")
-    print(f"Run directory: {st['run_dir']}")
+    add(f"Workflow {st['workflow']}: {st['status']}{pid}")
+    add(f"Run directory: {st['run_dir']}")
     pct = 100.0 * done / total if total else 100.0
-    print(
+    add(
         f"Jobs: {done}/{total} done ({pct:.1f}%)"
+        + (f", {counts['failed']} failed" if counts["failed"] else "")
         + (f", {st['pruned']} pruned by data reuse" if st["pruned"] else "")
     )
-    print()
-    print(f"{'State':<12}{'Jobs':>8}")
+    add("")
+    add(f"{'State':<12}{'Jobs':>8}")
     for name in STATES:
         if counts[name] or name in ("succeeded", "failed", "running"):
-            print(f"{name:<12}{counts[name]:>8}")
+            add(f"{name:<12}{counts[name]:>8}")
     now = time.time()
     running = st["running"]
     assert isinstance(running, list)
+    live = st["status"] == "running"
+    if running and live:
+        add("\nRunning:")
+    elif running:  # the journal's last word; the runner is gone (killed)
+        add(f"\nInterrupted (ferry run --resume {st['run_dir']} runs them again):")
     if running:
-        print("\nRunning:")
         for r in running[:_SHOW]:
             since = f"{now - r['since']:.0f} s" if r["since"] else "?"
-            print(f"  {r['id']}  (attempt {r['attempt']}, for {since})")
+            how = f"for {since}" if live else "did not finish"
+            add(f"  {r['id']}  (attempt {r['attempt']}, {how})")
         if len(running) > _SHOW:
-            print(f"  ... and {len(running) - _SHOW} more")
+            add(f"  ... and {len(running) - _SHOW} more")
     failed = st["failed"]
     assert isinstance(failed, list)
     if failed:
-        print("\nFailed:")
+        add("\nFailed:")
         for r in failed[:_SHOW]:
             cause = f": {r['cause']}" if r.get("cause") else ""
-            print(f"  {r['id']}  (attempt {r['attempt']}, exit {r['exit']}){cause}")
+            add(f"  {r['id']}  (attempt {r['attempt']}, exit {r['exit']}){cause}")
         if len(failed) > _SHOW:
-            print(f"  ... and {len(failed) - _SHOW} more")
-        print(f"\nDetails: ferry analyze {st['run_dir']}")
-    return code
+            add(f"  ... and {len(failed) - _SHOW} more")
+        add(f"\nDetails: ferry analyze {st['run_dir']}")
+    return "\n".join(out) + "\n"
