@@ -16,11 +16,12 @@ __all__ = ["DESCRIPTION", "add_arguments", "analyze", "read_record", "run", "scr
 
 DESCRIPTION = """\
 Report the failed jobs of a run, as pegasus-analyzer does: a summary, then for
-each failed job (each failed member of a cluster) its last attempt's exit code,
-the step that failed (stage-in, integrity, container, run, success-check,
-stage-out, worker), the failures with the file and URL, the transfer errors,
-the tail of stderr and stdout, and the record's path. Exit status: 0 no
-failures, 2 failures, 1 error (as pegasus-analyzer).
+each job still being retried (Failing jobs' details) and each failed job (each
+failed member of a cluster) its site, its last attempt's exit code, the step
+that failed (stage-in, integrity, container, run, success-check, stage-out,
+worker), the failures with the file and URL, the transfer errors, the tail of
+stderr and stdout, and the record's path. Exit status: 0 no failures, 2
+failures, 1 error (as pegasus-analyzer).
 """
 
 _STEPS = {
