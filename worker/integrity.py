@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import pwd
 import stat
@@ -62,7 +63,8 @@ def _meta_sums(path: str) -> list[tuple[str, str]]:
         return []  # pegasus-integrity skips "[]" and empty files
     entries = json.loads(data)
     if not isinstance(entries, list):
-        raise ValueError(f"{path}: a .meta file holds a JSON array")
+        kind = {dict: "an object", str: "a string"}.get(type(entries), "a scalar")
+        raise ValueError(f"a .meta file holds a JSON array, not {kind}")
     found = []
     for entry in entries:
         if not isinstance(entry, dict):
@@ -104,8 +106,10 @@ def read_meta_dir(directory: str = ".") -> MetaSums:
     for path in sorted(glob.glob(os.path.join(glob.escape(directory), "*.meta"))):
         try:
             found = _meta_sums(path)
-        except (OSError, ValueError):
-            continue  # pegasus-integrity logs and skips unreadable files too
+        except (OSError, ValueError) as exc:  # pegasus-integrity logs and skips it too
+            why = exc.strerror if isinstance(exc, OSError) else exc
+            logging.getLogger("ferry.transfer").warning("%s: skipped: %s", path, why)
+            continue
         name = os.path.basename(path)
         for lfn, value in found:
             if lfn not in sums:

@@ -228,6 +228,20 @@ def test_meta_reader_accepts_every_variant_pegasus_writes(tmp_path: Path) -> Non
     assert sums.conflicts == {}
 
 
+def test_a_broken_meta_file_is_named_and_the_others_still_count(tmp_path: Path) -> None:
+    """pegasus-integrity logs a .meta it cannot parse and goes on with the others: so
+    does ferry, so that "no sha256 is known" comes with the reason."""
+    (tmp_path / "bad.meta").write_text('[{"_id": "f.a",]')
+    (tmp_path / "obj.meta").write_text(json.dumps(meta_entry("f.a", "0" * 64)))
+    (tmp_path / "good.meta").write_text(json.dumps([meta_entry("f.a", sha(b"abc"))]))
+    p = transfer(stdin=verify_list(tmp_path, "f.a", f"file://{tmp_path}/out/f.a"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    warnings = [ln for ln in p.stderr.splitlines() if "WARNING" in ln and ".meta" in ln]
+    assert len(warnings) == 2, p.stderr
+    assert "bad.meta: skipped: " in warnings[0]
+    assert "obj.meta: skipped: a .meta file holds a JSON array, not an object" in warnings[1]
+
+
 def test_meta_with_a_value_that_is_no_sha256_fails_only_that_transfer(tmp_path: Path) -> None:
     """pegasus-integrity fails such a file (the value never equals a sum); ferry names the
     .meta file and the value, and still does the rest of the list."""
