@@ -357,14 +357,16 @@ class ImageCache:
         * registry references come back as they are (``registry`` is True);
         * a local path under a shared prefix, a local directory, or a local
           image the spec says to use in place (``in_place``: it is on the
-          compute site), is used in place (``linked``);
+          compute site), is used in place (``linked``); an ``in_place`` image
+          file with a sha256 is checked against it, once per node and version
+          of the file;
         * anything else is looked up in the cache (by sha256, else by URL) and
           downloaded with ``fetch`` on a miss, under a per-key lock.
 
         :param fetch: ``fetch(url, dest_path, expected_sha256) -> sha256_hex``;
             must write ``dest_path`` atomically. Plain paths are passed to it as
             ``file://`` URLs.
-        :raises IntegrityError: the downloaded bytes do not have ``spec.sha256``
+        :raises IntegrityError: the downloaded (or in-place) bytes do not have ``spec.sha256``
         :raises NotFound: a local image does not exist
         """
         kind = spec.resolved_kind
@@ -382,7 +384,10 @@ class ImageCache:
             # CVMFS (Pegasus PM-1313); the planner calls it sif when it cannot look
             kind = "dir"
         if local is not None and (kind == "dir" or spec.in_place or self.is_shared(local)):
-            return self._linked(spec, kind, local)
+            staged = self._linked(spec, kind, local)
+            if spec.in_place and spec.sha256 and kind != "dir" and not self.is_shared(local):
+                self._verify_in_place(spec, local)
+            return staged
         if kind == "dir":
             raise ConfigError(
                 f"container image {spec.display} is a directory image; it must be a local"
@@ -475,6 +480,30 @@ class ImageCache:
             key=key,
             source=spec.display,
         )
+
+    def _verify_in_place(self, spec: ImageSpec, local: str) -> None:
+        """Check an in-place image against its sha256, as a download is checked; once per
+        node and version of the file (its path, size and modification time)."""
+        st = os.stat(local)
+        version = f"{os.path.realpath(local)}|{st.st_size}|{st.st_mtime_ns}|{spec.sha256}"
+        name = "verified-" + _digest(version)[:32]
+        with self.lock(name):
+            if self.read_record(name) is not None:
+                return
+            digest = hashlib.sha256()
+            with open(local, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+            actual = digest.hexdigest()
+            if actual != spec.sha256:
+                raise IntegrityError(
+                    f"container image {spec.display}: sha256 mismatch (expected {spec.sha256},"
+                    f" got {actual})",
+                    expected=spec.sha256 or "",
+                    actual=actual,
+                    url=spec.display,
+                )
+            self.write_record(name, {"path": local, "sha256": actual, "time": time.time()})
 
     def _download(self, url: str, spec: ImageSpec, suffix: str, fetch: Fetch) -> Path:
         """Fetch ``url`` into ``tmp/``, check it, publish it as a blob; return the blob."""

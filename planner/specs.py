@@ -213,6 +213,11 @@ class SpecBuilder:
         self._warned: set[str] = set()
         self._warned_containers: set[str] = set()
         self._which: dict[str, bool] = {}
+        #: pegasus.integrity.checking = nosymlink: no sha256 check of what is used in place
+        self._check_linked = (
+            str(wf.properties.get("pegasus.integrity.checking", "full")).strip().lower()
+            != "nosymlink"
+        )
 
     # -- where a job runs ----------------------------------------------------
 
@@ -305,7 +310,7 @@ class SpecBuilder:
             SpecContainer(
                 image=image,
                 kind=kind,
-                sha256=c.sha256,
+                sha256=c.sha256 if self._check_linked or not in_place else None,
                 mounts=list(c.mounts),
                 name=c.name,
                 in_place=in_place,

@@ -355,6 +355,38 @@ def test_an_in_place_image_is_run_where_it_is_not_copied_into_the_cache(
     assert rec["container"]["path"].startswith(str(tmp_path / "cache" / "blobs"))
 
 
+def test_an_in_place_image_is_checked_against_its_sha256_once_per_version(
+    tmp_path: Path, standin: dict[str, str]
+) -> None:
+    """Stand-in apptainer. An in-place image is not copied, but its sha256 is still
+    checked (pegasus-lite checks a symlinked input unless integrity checking is
+    ``nosymlink``): once per node while the file stays as it is; a changed file is
+    checked again, and a mismatch fails the container step with both sums."""
+    image = tmp_path / "site" / "tool.sif"
+    image.parent.mkdir()
+    image.write_bytes(b"version 1" * 1000)
+    good = sha(image.read_bytes())
+    container = {"image": str(image), "sha256": good, "runtime": "apptainer", "in_place": True}
+    spec = write_spec(tmp_path, arguments=["-c", "echo ran"], container=container)
+    for attempt in (1, 2):
+        p = worker(spec, env=standin)
+        assert p.returncode == 0, p.stderr
+        assert record(tmp_path, attempt)["container"]["linked"]
+    assert len(list((tmp_path / "cache" / "records").glob("verified-*.json"))) == 1
+
+    image.write_bytes(b"version 2" * 1000)  # replaced on the site: checked again
+    p = worker(spec, env=standin)
+    assert p.returncode == 6, p.stderr
+    rec = record(tmp_path, 3)
+    assert rec["failed_step"] == "container"
+    [failure] = rec["failures"]
+    assert (failure["expected"], failure["actual"]) == (good, sha(image.read_bytes()))
+    assert failure["reason"] == (
+        f"container image {image}: sha256 mismatch (expected {good}, got {failure['actual']})"
+    )
+    assert len(calls(standin, "apptainer")) == 2
+
+
 # -- the planner ------------------------------------------------------------------------------------
 
 
@@ -412,11 +444,30 @@ def test_ferry_plan_fills_arguments_launcher_and_in_place(tmp_path: Path) -> Non
     assert c.launcher == ["srun", "--kill-on-bad-exit", "-n", "4"]
     assert c.in_place and c.image == "file:///srv/images/tool.sif"
 
-    _workflow(tmp_path, arguments=None, image_site="archive")
+    _workflow(tmp_path, arguments=None, image_site="archive", checksum="ab" * 32)
     res = ferry("plan", "workflow.yml", "--dir", "run2", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     c = specs(tmp_path / "run2")["j1"].container
     assert c is not None and not c.in_place and c.arguments == [] and c.launcher == []
+    assert c.sha256 == "ab" * 32
+
+    # integrity checking "nosymlink": what is used in place is not checked (as Pegasus
+    # skips symlinked files); a copied image still is
+    for image_site, expected in (("local", None), ("archive", "ab" * 32)):
+        _workflow(tmp_path, arguments=None, image_site=image_site, checksum="ab" * 32)
+        run = f"run-{image_site}"
+        res = ferry(
+            "plan",
+            "workflow.yml",
+            "--dir",
+            run,
+            "-D",
+            "pegasus.integrity.checking=nosymlink",
+            cwd=tmp_path,
+        )
+        assert res.returncode == 0, res.stderr
+        c = specs(tmp_path / run)["j1"].container
+        assert c is not None and c.in_place == (image_site == "local") and c.sha256 == expected
 
 
 def test_an_unbalanced_quote_is_one_planning_error_naming_the_container(tmp_path: Path) -> None:
