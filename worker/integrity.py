@@ -3,8 +3,10 @@
 * ``*.meta`` files: a JSON array of ``{"_id": LFN, "_type": "file",
   "_attributes": {"checksum.type": "sha256", "checksum.value": HEX, ...}}``
   with string values (reference: Pegasus integrity metadata). ferry reads them
-  the way pegasus-integrity does (every ``*.meta`` in a directory, first entry
-  per LFN with a checksum value) and writes them atomically.
+  the way pegasus-integrity does (every ``*.meta`` in a directory, the entry of
+  an LFN with a checksum value; a value may be upper case or carry ``sha256:``),
+  except that entries disagreeing on an LFN's sum are reported, not picked
+  from, and writes them as pegasus-exitcode does, atomically.
 * the ``$KICKSTART_INTEGRITY_DATA`` YAML fragment that
   ``pegasus-integrity --generate-fullstat-yaml`` appends, so a kickstart
   wrapping ``ferry transfer`` picks the sums up as it would pegasus-transfer's.
