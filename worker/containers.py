@@ -65,7 +65,8 @@ class ContainerRun:
             inner[0] = "/srv/" + inner[0][len(self.workdir) + 1 :]
         extra: dict[str, Any] = {}
         if self.arguments:  # a plugin runtime written before them need not take them
-            if "arguments" not in inspect.signature(self.runtime.command).parameters:
+            params = inspect.signature(self.runtime.command).parameters.values()
+            if not any(p.name == "arguments" or p.kind is p.VAR_KEYWORD for p in params):
                 raise ConfigError(
                     f"container runtime {self.runtime.name} does not take container.arguments"
                 )
