@@ -52,6 +52,8 @@ name), and, once DAGMan runs, its own files (``.dagman.out``, ``.nodes.log``,
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import re
@@ -115,6 +117,22 @@ RESERVED = frozenset(
 )
 #: what cannot appear in a path of a submit file's file lists or remaps
 _UNSAFE_PATH = re.compile(r"[\s,;=\"'$\\#]")
+#: a submit command's name (``MY.Attr`` included); anything else breaks the submit file
+_SUBMIT_KEY = re.compile(r"(MY\.)?[A-Za-z_][A-Za-z0-9_.]*\Z")
+#: submit commands whose value is a ClassAd expression (besides ``MY.*``)
+_EXPR_KEYS = frozenset(
+    {
+        "requirements",
+        "rank",
+        "periodic_hold",
+        "periodic_release",
+        "periodic_remove",
+        "on_exit_hold",
+        "on_exit_remove",
+    }
+)
+#: request_* commands: a cluster asks for the most any member asks for
+_REQUESTS = ("request_cpus", "request_memory", "request_disk", "request_gpus")
 
 
 def _plan_error(message: str) -> ConfigError:
@@ -262,6 +280,7 @@ def submit_commands(
     workflow: str,
     run_id: str,
     warnings: list[str] | None = None,
+    where: str = "",
 ) -> dict[str, str]:
     """The submit description of a node (its per-node parts are ``$(ferry_*)`` VARS).
 
@@ -269,7 +288,10 @@ def submit_commands(
     (``condor.request_*``, else ``pegasus.cores/memory/diskspace/gpus``; disk in
     KB as HTCondor wants it); then every ``condor`` profile key is copied as
     given, overriding what ferry set (except the commands ferry needs to run the
-    node: :data:`RESERVED`). ``+Attr`` and ``MY.Attr`` keys become ``MY.Attr``.
+    node: :data:`RESERVED`), but a ``request_*`` key never asks for less than
+    the resources (a cluster's are the most any member asks for). ``+Attr`` and
+    ``MY.Attr`` keys become ``MY.Attr``. A key or value that a submit file cannot
+    hold, or a ClassAd expression that does not parse, is a planning error.
     """
     d: dict[str, str] = {
         "universe": "vanilla",
@@ -311,12 +333,97 @@ def submit_commands(
                 if msg not in warnings:
                     warnings.append(msg)
             continue
+        text = _value(value)
+        problem = _bad_submit_command(k, text)
+        if problem:
+            raise _plan_error(f"{where}condor profile {key!r} = {text!r}: {problem}")
         old = lower.pop(low, None)
         if old is not None:
+            if low in _REQUESTS:
+                text = _larger(d[old], text)  # a cluster member may ask for more
             del d[old]
-        d[k] = _value(value)
+        d[k] = text
         lower[low] = k
     return d
+
+
+def _larger(ours: str, theirs: str) -> str:
+    """The larger of two request_* values (``theirs`` when either is not a number)."""
+    try:
+        return ours if float(ours) > float(theirs) else theirs
+    except ValueError:
+        return theirs
+
+
+@functools.lru_cache(maxsize=4096)
+def _bad_submit_command(key: str, value: str) -> str | None:
+    """Why ``key = value`` cannot go into a submit description, or None.
+
+    A value that spans lines would add submit commands of its own (even a
+    ``queue``); a ClassAd expression that does not parse (``requirements``,
+    ``MY.Attr``, ...) would only fail when the schedd gets the job. Values that
+    use submit macros (``$(...)``) are only checked once HTCondor expands them.
+    """
+    if not _SUBMIT_KEY.match(key) or (key.startswith("MY.") and "." in key[3:]):
+        return "not a submit command name"
+    if "\n" in value or "\r" in value:
+        return "a submit command's value must be one line"
+    if (key.startswith("MY.") or key.lower() in _EXPR_KEYS) and "$" not in value:
+        import classad2
+
+        try:
+            classad2.ExprTree(value)
+        except Exception:  # noqa: BLE001 - classad2.ClassAdException
+            return "not a ClassAd expression (a string needs its own double quotes)"
+    return None
+
+
+#: DAG-wide throttles (Pegasus's dagman.maxjobs/maxidle/maxpre/maxpost properties)
+#: -> the DAGMan configuration knobs they set
+THROTTLES = {
+    "maxjobs": "DAGMAN_MAX_JOBS_SUBMITTED",
+    "maxidle": "DAGMAN_MAX_JOBS_IDLE",
+    "maxpre": "DAGMAN_MAX_PRE_SCRIPTS",
+    "maxpost": "DAGMAN_MAX_POST_SCRIPTS",
+}
+#: the per-node dagman keys the backend maps (besides <category>.maxjobs)
+_NODE_KEYS = frozenset({"retry", "priority", "category"})
+
+
+def _check_category(name: str, what: str) -> None:
+    if not name or any(c.isspace() for c in name):
+        raise _plan_error(f"{what}: {name!r} is not a DAGMan category name (no white space)")
+
+
+def _dagman_settings(
+    dagman: dict[str, str],
+    where: str,
+    maxjobs: dict[str, int],
+    throttles: dict[str, int],
+    warnings: list[str],
+) -> None:
+    """Collect a job's ``dagman`` profiles that apply to the whole DAG: category
+    throttles (``<category>.maxjobs``) and the DAG's throttles (:data:`THROTTLES`;
+    the smallest value wins); warn about keys the backend does not map."""
+    for k, v in dagman.items():
+        if v in (None, ""):
+            continue
+        if k.endswith(".maxjobs"):
+            cat = k[: -len(".maxjobs")]
+            _check_category(cat, f"{where}profile dagman.{k}")
+            n = int(_number(v, f"{where}profile dagman.{k}"))
+            maxjobs[cat] = min(n, maxjobs.get(cat, n))
+        elif k in THROTTLES:
+            n = int(_number(v, f"{where}profile dagman.{k}"))
+            throttles[k] = min(n, throttles.get(k, n))
+        elif k not in _NODE_KEYS:
+            msg = (
+                f"dagman profile {k!r} is ignored: the HTCondor backend maps retry, priority,"
+                " category, <category>.maxjobs, maxjobs, maxidle, maxpre and maxpost"
+                " (the POST script is ferry's own)"
+            )
+            if msg not in warnings:
+                warnings.append(msg)
 
 
 def _node_priority(profiles: dict[str, dict[str, str]], where: str) -> int:
@@ -369,6 +476,8 @@ def _build_node(
     reserved = set(records)
     ck_warned = False
 
+    links: dict[str, str] = {}  # submit-side path -> the sandbox name of its link
+
     def take(url: str, what: str) -> str | None:
         """The sandbox name of a submit-side file HTCondor brings in, or None."""
         path = _file_path(url)
@@ -376,8 +485,22 @@ def _build_node(
             return None
         base = os.path.basename(path)
         why = None
-        if not base or _UNSAFE_PATH.search(path):
-            why = "its path cannot be written in a submit file"
+        if base and _UNSAFE_PATH.search(path):
+            # white space, quotes, commas...: a submit file cannot hold the path, so
+            # HTCondor brings the file in through a link beside the node file (file
+            # transfer sends what a link points to; the producer may not have made it yet)
+            alias = links.get(path)
+            if alias is None:
+                alias = links[path] = f"_ferry_i{len(links)}_{name}"
+                link = os.path.join(shard_dir, alias)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(link)
+                os.symlink(path, link)
+                transfers[alias] = link
+                inputs_map[alias] = url
+            return alias
+        if not base:
+            why = "its path has no file name"
         elif base in reserved or base.startswith("_ferry_"):
             why = f"its name {base!r} is one ferry uses in the sandbox"
         elif base in transfers and transfers[base] != path:
@@ -608,6 +731,8 @@ def write_htcondor(
     layer_of: list[tuple[_Layer, int]] = []
     modes = dict.fromkeys(STAGING_MODES, 0)
     maxjobs: dict[str, int] = {}
+    throttles: dict[str, int] = {}
+    seen_dagman: set[int] = set()
     used_layer_names: set[str] = {CLEANUP_LAYER, FINAL_NODE}
     encode = msgspec.json.encode
     for e, pj in enumerate(plan.jobs):
@@ -638,12 +763,15 @@ def write_htcondor(
             workflow=plan.workflow,
             run_id=run_id,
             warnings=warnings,
+            where=where,
         )
         dagman = profiles.get("dagman") or {}
-        for k, v in dagman.items():
-            if k.endswith(".maxjobs") and v not in (None, ""):
-                maxjobs[k[: -len(".maxjobs")]] = int(_number(v, f"profile dagman.{k}"))
-        category = str(dagman["category"]) if dagman.get("category") else None
+        if id(dagman) not in seen_dagman:
+            seen_dagman.add(id(dagman))
+            _dagman_settings(dagman, where, maxjobs, throttles, warnings)
+        category = str(dagman["category"]).strip() if dagman.get("category") else None
+        if category is not None:
+            _check_category(category, f"{where}profile dagman.category")
         key = (
             level[e],
             tuple(submit.items()),
@@ -671,6 +799,8 @@ def write_htcondor(
     dag = dags.DAG(
         node_status_file=dags.NodeStatusFile(status_file, update_time=30),
         jobstate_log=os.path.join(cdir, "jobstate.log"),
+        # the DAG-wide throttles: CONFIG dagman.config (ferry submit's --max-* win)
+        dagman_config={THROTTLES[k]: n for k, n in sorted(throttles.items())},
     )
     post_args = ["-m", "ferry.planner.cli", "postscript", rd.path, "$JOB"]
     post = dags.Script(

@@ -26,7 +26,7 @@ from typing import Any
 from ferry.plugins.errors import ConfigError
 
 from .htcondor import CONDOR_DIR, load_config
-from .rundir import Journal, RunDir
+from .rundir import Journal, RunDir, read_journal
 
 __all__ = ["DESCRIPTION", "add_arguments", "latest_rescue", "run", "submit", "submit_and_report"]
 
@@ -80,6 +80,17 @@ def latest_rescue(condor_dir: str, dag: str) -> str | None:
     return os.path.join(condor_dir, best[1]) if best else None
 
 
+def _last_finish(rd: RunDir) -> str | None:
+    """The status of the last ``workflow-finished`` after the last submission, or None."""
+    status = None
+    for ev in read_journal(rd.journal_file):
+        if ev.get("event") == "workflow-started":
+            status = None
+        elif ev.get("event") == "workflow-finished":
+            status = ev.get("status")
+    return status
+
+
 @contextlib.contextmanager
 def _cwd(path: str) -> Iterator[None]:
     old = os.getcwd()
@@ -114,6 +125,10 @@ def submit(
     cdir = rd.join(CONDOR_DIR)
     dag = cfg["dag"]
     rescue = None if force else latest_rescue(cdir, dag)
+    if not force and _last_finish(rd) == "success":
+        # DAGMan would run again every node the newest rescue DAG (if any, from an
+        # earlier failure) does not list as done
+        raise ConfigError(f"{rd}: the workflow already succeeded; --force runs every node again")
     import htcondor2
 
     options: dict[str, Any] = {

@@ -6,7 +6,8 @@ do by hand what DAGMan, the schedd and a starter would do with the files
 ``ferry plan --backend htcondor`` wrote, and nothing more:
 
 * read the DAG file (JOB, VARS, RETRY, SCRIPT POST, PRIORITY, PARENT/CHILD,
-  FINAL, NOOP) and, like DAGMan, skip the nodes a rescue DAG lists as DONE;
+  FINAL, NOOP), rejecting lines DAGMan's parser would reject (:func:`check_line`),
+  and, like DAGMan, skip the nodes a rescue DAG lists as DONE;
 * for each node job: parse its submit file with ``htcondor2.Submit``, set the
   node's VARS as submit macros and expand ``executable``, ``arguments``,
   ``transfer_input_files``, ``transfer_output_files``,
@@ -65,6 +66,62 @@ class Dag:
     maxjobs: dict[str, int]
 
 
+_VARS_LINE = re.compile(r'\s*(\w+)="((?:[^"\\]|\\.)*)"')
+_INT = re.compile(r"-?\d+\Z")
+
+
+def check_line(words: list[str], line: str) -> None:
+    """Reject what DAGMan's parser rejects for the commands ferry writes (added to make
+    the simulation as strict as DAGMan: extra or missing tokens, a value that is not an
+    integer, a VARS value that is not quoted, a macro name DAGMan refuses)."""
+    kw, n = words[0].upper(), len(words)
+
+    def bad(why: str) -> None:
+        raise ValueError(f"DAGMan would reject {line!r}: {why}")
+
+    if kw in ("JOB", "FINAL"):
+        if n < 3 or any(w.upper() not in ("NOOP", "DONE") for w in words[3:]):
+            bad("JOB/FINAL name submit-file [NOOP] [DONE]")
+        if re.search(r"[+.]", words[1]) or words[1].upper() in ("PARENT", "CHILD", "ALL_NODES"):
+            bad("node name with a reserved character or word")
+    elif kw == "VARS":
+        rest = line.split(None, 2)[2] if n >= 3 else ""
+        pos = 0
+        while pos < len(rest.rstrip()):
+            m = _VARS_LINE.match(rest, pos)
+            if not m:
+                bad(f'VARS macro="value" expected at {rest[pos:]!r}')
+            if m.group(1).lower().startswith("queue"):
+                bad("a VARS macro name cannot begin with queue")
+            pos = m.end()
+        if pos == 0:
+            bad("VARS without a macro")
+    elif kw == "RETRY":
+        if (
+            n not in (3, 5)
+            or not _INT.match(words[2])
+            or (n == 5 and (words[3].upper() != "UNLESS-EXIT" or not _INT.match(words[4])))
+        ):
+            bad("RETRY name n [UNLESS-EXIT code]")
+    elif kw == "SCRIPT":
+        if n < 4 or words[1].upper() not in ("PRE", "POST"):
+            bad("SCRIPT PRE|POST name executable [arguments]")
+    elif kw in ("PRIORITY", "MAXJOBS"):
+        if n != 3 or not _INT.match(words[2]):
+            bad(f"{kw} name integer")
+    elif kw in ("CATEGORY", "CONFIG", "JOBSTATE_LOG"):
+        if n != (3 if kw == "CATEGORY" else 2):
+            bad("extra or missing tokens (names cannot contain white space)")
+    elif kw == "NODE_STATUS_FILE":
+        if n > 4 or (n >= 3 and not _INT.match(words[2])):
+            bad("NODE_STATUS_FILE file [seconds] [ALWAYS-UPDATE]")
+    elif kw == "PARENT":
+        if "CHILD" not in words[2:] or words[-1] == "CHILD":
+            bad("PARENT ... CHILD ...")
+    else:
+        bad("a command ferry does not write")
+
+
 def parse_dag(path: Path) -> Dag:
     nodes: dict[str, Node] = {}
     final = None
@@ -81,6 +138,7 @@ def parse_dag(path: Path) -> Dag:
     lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     for line in lines:
         words = line.split()
+        check_line(words, line)
         if words[0].upper() == "JOB":
             nodes[words[1]] = Node(words[1], words[2], noop="NOOP" in words[3:])
         elif words[0].upper() == "FINAL":
@@ -105,6 +163,8 @@ def parse_dag(path: Path) -> Dag:
             get(words[1]).category = words[2]
         elif kw == "PARENT":
             i = words.index("CHILD")
+            for p in words[1:i]:
+                assert p in nodes, f"PARENT names an undefined node {p}"
             for c in words[i + 1 :]:
                 nodes[c].parents.update(words[1:i])
         elif kw == "MAXJOBS":
