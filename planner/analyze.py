@@ -101,6 +101,7 @@ def analyze(rd: RunDir, warn: Any = None) -> dict[str, Any]:
             counts["unsubmitted"] += 1
         if js.state not in ("failed", "retrying"):
             continue
+        shown = len(failed)
         for task in pj.members or [pj.id]:
             attempts = records.get(task, [])
             attempt = attempts[-1] if attempts else 0
@@ -167,6 +168,19 @@ def analyze(rd: RunDir, warn: Any = None) -> dict[str, Any]:
                     stdout_tail=_text(rec.get("stdout_tail")),
                 )
             failed.append(entry)
+        if len(failed) == shown:  # every record says succeeded: the worker failed after them
+            failed.append(
+                {
+                    "job": pj.id,
+                    "cluster": None,
+                    "state": js.state,
+                    "site": pj.site,
+                    "attempts": js.attempts,
+                    "exit": js.exit,
+                    "record": None,
+                    "reason": f"every record says succeeded, but the worker exited {js.exit}",
+                }
+            )
     return {
         "run_dir": rd.path,
         "workflow": rs.plan.workflow,

@@ -162,6 +162,21 @@ def test_analyze_lines_zero_shows_no_output_and_a_negative_count_is_refused(
     assert res.returncode == 2 and "not a number of lines" in res.stderr
 
 
+def test_analyze_details_a_failed_job_whose_records_all_say_succeeded(
+    failed_run: Path, tmp_path: Path
+) -> None:
+    """The journal says bad failed (the worker's exit code); its last record says succeeded
+    (the worker failed after writing it): the job is still in the failed jobs' details."""
+    run = _copy(failed_run, tmp_path)
+    path = run / "records" / "bad.2.json"
+    rec = json.loads(path.read_text())
+    path.write_text(json.dumps({**rec, "status": "succeeded"}))
+    res = ferry("analyze", str(run))
+    assert res.returncode == 2
+    bad = res.stdout.split("=bad=")[1]
+    assert "record: none (every record says succeeded, but the worker exited 1)" in bad
+
+
 # --- ferry status -------------------------------------------------------------------------------
 
 
