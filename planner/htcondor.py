@@ -316,8 +316,9 @@ def submit_commands(
     d["periodic_remove"] = (
         f"(JobStatus == 5) && ((time() - EnteredCurrentStatus) > {HELD_REMOVE_SECONDS})"
     )
-    d["MY.ferry_workflow"] = json.dumps(workflow)
-    d["MY.ferry_run"] = json.dumps(run_id)
+    # ClassAd strings: UTF-8 as is (ClassAds read the JSON escape \\u00e4 as "u00e4")
+    d["MY.ferry_workflow"] = json.dumps(workflow, ensure_ascii=False)
+    d["MY.ferry_run"] = json.dumps(run_id, ensure_ascii=False)
     d["MY.ferry_node"] = '"$(ferry_node)"'
     lower = {k.lower(): k for k in d}
     for key, value in (profiles.get("condor") or {}).items():

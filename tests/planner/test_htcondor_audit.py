@@ -178,6 +178,18 @@ def test_condor_expressions_that_parse_or_use_macros_are_kept(tmp_path: Path) ->
     assert str(classad2.ExprTree(sub["rank"])) == "KFlops"
 
 
+def test_the_workflow_attribute_is_the_workflows_name_in_utf8(tmp_path: Path) -> None:
+    """``condor_q -constraint 'ferry_workflow == "orcä"'`` must match: ClassAds do not
+    read JSON's \\u escapes (the attribute used to be "orcu00e4")."""
+    wf = Workflow("orcä")
+    wf.add_jobs(Job("true", _id="t"))
+    wf.write(str(tmp_path / "workflow.yml"))
+    run = plan(tmp_path)
+    (node,) = parse_dag(dag_path(run)).nodes.values()
+    sub = htcondor2.Submit((run / "htcondor" / node.submit).read_text())
+    assert classad2.ExprTree(sub["MY.ferry_workflow"]).eval() == "orcä"
+
+
 # --- DAGMan categories and throttles -------------------------------------------------------------
 
 
