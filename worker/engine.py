@@ -667,8 +667,8 @@ class Engine:
         if route == "download":
             try:
                 done = self._download(src.url, dst.local_path, req, progress)
-                if self.error_rate:
-                    _maybe_spoil(dst.local_path, self.error_rate)
+                if self.error_rate and _maybe_spoil(dst.local_path, self.error_rate):
+                    self._verify_spoiled(dst.local_path, req)
                 return done
             except IsDirectory:
                 if not src.url.is_local:
@@ -741,6 +741,19 @@ class Engine:
             sink.discard()  # after a failure: nothing of it stays
             self._scratch_drop(named)
         return _Done(sink.offset, sha)
+
+    def _verify_spoiled(self, dest: str, req: TransferRequest) -> None:
+        """pegasus-transfer's ``verify_checksum_remote`` runs after the test knob spoiled
+        the file: so it fails there too, and the transfer is tried again."""
+        if not (req.verify_checksum_remote and req.sha256):
+            return
+        try:
+            hash_file(dest, req.sha256)
+        except IntegrityError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(dest)
+            msg = f"{exc} (PEGASUS_TRANSFER_ERROR_RATE)"
+            raise TransientError(msg, url=f"file://{dest}") from exc
 
     def _copy_tree(
         self, src: URL, dest: str, req: TransferRequest, progress: Callable[[int], None]
@@ -897,17 +910,20 @@ def error_rate() -> int:
     return rate
 
 
-def _maybe_spoil(path: str, rate: int) -> None:
-    """Append pegasus-transfer's junk to ``path`` with ``rate`` % probability."""
+def _maybe_spoil(path: str, rate: int) -> bool:
+    """Append pegasus-transfer's junk to ``path`` with ``rate`` % probability; whether it did."""
     import random
 
-    if random.randint(1, 100) <= rate:
-        _log.info("Introducing an error into %s (PEGASUS_TRANSFER_ERROR_RATE)", path)
-        try:
-            with open(path, "a") as f:
-                f.write("Here be dragons! Eh, I mean pegai!")
-        except OSError as exc:
-            _log.error("%s", exc)
+    if random.randint(1, 100) > rate:
+        return False
+    _log.info("Introducing an error into %s (PEGASUS_TRANSFER_ERROR_RATE)", path)
+    try:
+        with open(path, "a") as f:
+            f.write("Here be dragons! Eh, I mean pegai!")
+    except OSError as exc:
+        _log.error("%s", exc)
+        return False
+    return True
 
 
 def hash_file(path: str, expected: str | None) -> str:

@@ -53,3 +53,26 @@ def test_the_worker_catches_a_spoiled_input(tmp_path: Path) -> None:
     failure = record(tmp_path)["failures"][0]
     assert failure["step"] == "integrity" and failure["lfn"] == "in.dat"
     assert failure["expected"] == sha(data) and failure["actual"] == sha(data + JUNK)
+
+
+def test_verify_checksum_remote_catches_the_spoiled_file(tmp_path: Path) -> None:
+    import json
+
+    from tests.worker.test_transfer_cli import entry
+
+    data = os.urandom(3000)
+    (tmp_path / "a.dat").write_bytes(data)
+    (tmp_path / "a.meta").write_text(json.dumps(
+        [{"_id": "a.dat", "_type": "file", "_attributes": {
+            "checksum.type": "sha256", "checksum.value": sha(data)}}]
+    ))  # fmt: skip
+    lst = [entry("a.dat", [(f"file://{tmp_path}/a.dat", 100)], f"file://{tmp_path}/out/a.dat",
+                 verify_checksum_remote=True)]  # fmt: skip
+    p = ferry("transfer", "-m", "2", "--backoff", "0.01", stdin=json.dumps(lst), cwd=tmp_path,
+              env={"PEGASUS_TRANSFER_ERROR_RATE": "100"})  # fmt: skip
+    # as pegasus-transfer: the check after the transfer fails, each round, and the
+    # transfer fails; the spoiled file is not left
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.count("Introducing an error into") == 2
+    assert "sha256" in p.stderr and "PEGASUS_TRANSFER_ERROR_RATE" in p.stderr
+    assert not (tmp_path / "out" / "a.dat").exists()
