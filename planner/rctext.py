@@ -114,7 +114,8 @@ def rc_add(rc: ReplicaCatalog, lfn: str, pfn: str, attrs: dict[str, str], where:
     sha256 = None
     ctype, cvalue = attrs.pop("checksum.type", None), attrs.pop("checksum.value", None)
     if ctype is not None or cvalue is not None:
-        if (ctype or "").lower() != "sha256" or cvalue is None:
+        # a value without a type is a sha256: Pegasus reads checksum.value alone
+        if (ctype or "sha256").lower() != "sha256" or cvalue is None:
             raise ConfigError(
                 f"{where}: replica {lfn!r}: only checksum.type=\"sha256\" with a checksum.value"
                 " is supported"

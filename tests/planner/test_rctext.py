@@ -125,3 +125,10 @@ def test_a_bad_rc_txt_stops_the_plan_with_its_line(tmp_path: Path) -> None:
     assert p.returncode != 0
     assert "rc.txt:1:" in p.stderr and "priority 'x'" in p.stderr
     assert not (tmp_path / "run" / "plan.json").exists()
+
+
+def test_checksum_value_without_a_type_is_a_sha256() -> None:
+    # Pegasus checks checksum.value whatever checksum.type says, if anything
+    rc = read_file_rc(f'f.a  file:///data/f.a  site="local" checksum.value="{SUM}"\n', "rc.txt")
+    [a] = replicas_for(rc, "f.a")
+    assert a.sha256 == SUM and rc.checksums["f.a"] == SUM
