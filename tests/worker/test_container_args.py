@@ -576,3 +576,36 @@ def test_a_plugin_runtime_without_the_arguments_parameter_refuses_them(tmp_path:
         ConfigError, match="container runtime old does not take container.arguments"
     ):
         run(["--x"]).command(["true"], env={})
+
+
+def test_a_hand_written_catalogs_container_arguments_key_is_read(tmp_path: Path) -> None:
+    """A hand-written transformation catalog may give a container's ``arguments`` as its
+    own key (the API writes them as the profile); the profile wins when both are there."""
+    (tmp_path / "tc.yml").write_text(
+        "pegasus: '5.0'\n"
+        "transformations:\n"
+        "- name: sh\n"
+        "  sites:\n"
+        "  - {name: local, pfn: /bin/sh, type: installed, container: a}\n"
+        "- name: ls\n"
+        "  sites:\n"
+        "  - {name: local, pfn: /bin/ls, type: installed, container: b}\n"
+        "containers:\n"
+        "- {name: a, type: singularity, image: /i/a.sif, arguments: --nv --contain}\n"
+        "- name: b\n"
+        "  type: singularity\n"
+        "  image: /i/b.sif\n"
+        "  arguments: --ignored\n"
+        "  profiles: {pegasus: {container.arguments: --writable-tmpfs}}\n"
+    )
+    (tmp_path / "wf.yml").write_text(
+        "pegasus: '5.0'\nname: w\njobs:\n"
+        "- {type: job, name: sh, id: j1, arguments: [], uses: []}\n"
+        "- {type: job, name: ls, id: j2, arguments: [], uses: []}\n"
+    )
+    res = ferry("plan", "wf.yml", "-t", "tc.yml", "--dir", "run", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    got = specs(tmp_path / "run")
+    assert got["j1"].container is not None and got["j2"].container is not None
+    assert got["j1"].container.arguments == ["--nv", "--contain"]
+    assert got["j2"].container.arguments == ["--writable-tmpfs"]
