@@ -384,10 +384,15 @@ def _integrity_outputs(args: argparse.Namespace, results: Sequence[TransferResul
     done: set[str] = set()  # pegasus-transfer checksums each LFN once per run
     for r in results:
         req = r.request
-        if not (r.ok and isinstance(req, TransferRequest) and req.lfn):
+        if not (r.ok and isinstance(req, TransferRequest)):
             continue
+        if not req.lfn and req.id is not None:  # a list entry with no LFN to name its sum
+            if req.generate_checksum:
+                log.error("%s: lfn is required when enabling checksumming", req.label)
+            continue
+        lfn = req.lfn or req.dest.url.basename  # SRC DEST: DEST's file name
         path = req.dest.url.local_path if req.dest.url.is_local else None
-        if req.generate_checksum and req.lfn not in done:
+        if req.generate_checksum and lfn not in done:
             path = _checksummed_path(r)
         digest, timing = r.sha256, None
         if digest is None and path is not None and os.path.isfile(path):
@@ -400,10 +405,12 @@ def _integrity_outputs(args: argparse.Namespace, results: Sequence[TransferResul
             timing = time.monotonic() - t0
         if digest is None:
             continue
-        s = FileSum(req.lfn, digest, size=r.bytes or None, timing=timing, path=path)
+        # a link or a move moved no bytes: the size is then the file's (write_meta)
+        size = None if r.route in ("symlink", "move") else r.bytes
+        s = FileSum(lfn, digest, size=size, timing=timing, path=path)
         sums.append(s)
-        if req.generate_checksum and req.lfn not in done:
-            done.add(req.lfn)
+        if req.generate_checksum and lfn not in done:
+            done.add(lfn)
             if kickstart:
                 append_kickstart_fragment(s)
             elif not args.json:  # as pegasus-integrity: stdout without kickstart

@@ -288,3 +288,24 @@ def test_misspelt_setting_is_named_with_the_known_ones(tmp_path: Path) -> None:
     assert "http.strems: no such setting (the http settings: " in p.stderr
     assert "streams" in p.stderr
     assert "cannot connect" not in p.stderr  # nothing was tried with the typo
+
+
+def test_meta_of_src_dest_names_the_sum_after_dest(tmp_path: Path) -> None:
+    (tmp_path / "a.dat").write_bytes(b"")
+    meta = tmp_path / "out.meta"
+    p = ferry("transfer", "--meta", str(meta), str(tmp_path / "a.dat"), str(tmp_path / "b.dat"))
+    assert p.returncode == 0, p.stderr
+    [entry_] = json.loads(meta.read_text())
+    assert entry_["_id"] == "b.dat"
+    assert entry_["_attributes"]["checksum.value"] == sha(b"")
+    assert entry_["_attributes"]["size"] == "0"
+
+
+def test_generate_checksum_without_lfn_is_logged(tmp_path: Path) -> None:
+    (tmp_path / "a.dat").write_bytes(b"x")
+    lst = [entry("", [(f"file://{tmp_path}/a.dat", 100)], f"file://{tmp_path}/b.dat",
+                 generate_checksum=True)]  # fmt: skip
+    lst[0].pop("lfn")
+    p = ferry("transfer", stdin=json.dumps(lst))
+    assert p.returncode == 0, p.stderr
+    assert "lfn is required when enabling checksumming" in p.stderr
