@@ -319,7 +319,8 @@ def _integrity_checking(wf: Workflow) -> str:
     """The ``pegasus.integrity.checking`` property (default ``full``). With ``none`` no
     sha256 is checked, as in Pegasus: the catalogs' sums are dropped here (replicas,
     stageable executables, container images), and ``ferry run`` checks no intermediate
-    file. ``nosymlink`` is ``full``: ferry copies inputs, it never links them."""
+    file. ``nosymlink`` is ``full``: ferry copies inputs, it never links them (except
+    container images used in place, whose sum ``specs.py`` drops under ``nosymlink``)."""
     mode = str(wf.properties.get("pegasus.integrity.checking", "full")).strip().lower()
     if mode not in INTEGRITY_MODES:
         raise PlanError(
