@@ -10,7 +10,9 @@ For each job spec of the node (one, or a cluster's members in order) it runs
 the worker exactly as ``ferry worker`` does (work directory under
 ``$_CONDOR_SCRATCH_DIR``, sha256-checked stage-in, the job, stage-out, the
 invocation record), then puts the record where file transfer takes it back
-(``_ferry_r<i>.json``). An input without a sha256 of its own that a parent
+(``_ferry_r<i>.json``). A cluster's member that succeeded in an earlier
+attempt (the node file's ``done``, written by the POST script) does not run
+again. An input without a sha256 of its own that a parent
 staged out is checked against the sum the parent's record gave (the parents'
 ``_ferry_sums_<node>.json``, brought in with the node file), as PegasusLite
 checks intermediate files against the parents' ``.meta``. Every file the submit description lists in
@@ -48,9 +50,15 @@ def run_node(node_file: str) -> int:
     records_dir = os.path.join(scratch, "_ferry_records")
     os.makedirs(records_dir, exist_ok=True)
     sums = _parent_sums(scratch, doc.get("sums") or [])
+    done = set(doc.get("done") or ())
     worst = 0
     for i, spec_doc in enumerate(doc.get("specs", [])):
         target = os.path.join(scratch, doc["records"][i])
+        if spec_doc.get("id") in done:
+            print(
+                f"ferry node: job {spec_doc['id']} succeeded in an earlier attempt", file=sys.stderr
+            )
+            continue
         for inp in spec_doc.get("inputs") or []:  # files the parents staged out: checked too
             lfn = inp.get("lfn")
             if not inp.get("sha256") and not inp.get("executable") and lfn in sums:

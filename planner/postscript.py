@@ -8,6 +8,9 @@ after each NOOP cleanup node, and after the FINAL node. Under a lock on
 
 **Job nodes.** The attempt gets the next number (the records of earlier
 attempts, resubmissions from a rescue DAG included, are never overwritten).
+When a cluster's attempt fails, the members that succeeded are written into
+the node file's ``done``: the next attempt runs only the others (their last
+records count for the replica catalog and the output sums).
 Each member's invocation record, brought back by file transfer, goes to
 ``DIR/records/<id>.<attempt>.json``. In condorio mode each output the worker
 staged into the sandbox came back too: its sha256 must match the one the
@@ -278,8 +281,10 @@ def _job(rd: RunDir, doc: dict[str, Any], shard_dir: str, args: argparse.Namespa
     with open(counter, "w") as f:
         f.write(f"{attempt}\n")
 
+    done = set(doc.get("done") or ())  # a cluster's members that succeeded earlier: not run
     records = [
-        _load_record(os.path.join(shard_dir, f"{node}.r{i}.json"), m) for i, m in enumerate(members)
+        None if m in done else _load_record(os.path.join(shard_dir, f"{node}.r{i}.json"), m)
+        for i, m in enumerate(members)
     ]
     for m, rec in zip(members, records, strict=True):
         if rec is None:
@@ -297,7 +302,9 @@ def _job(rd: RunDir, doc: dict[str, Any], shard_dir: str, args: argparse.Namespa
         _write_json(rd.record_path(m, attempt), rec)
 
     code = 0
-    for rec in records:
+    for m, rec in zip(members, records, strict=True):
+        if m in done:
+            continue
         if rec is None:
             code = ret if ret else EXIT_WORKER_ERROR
             break
@@ -324,12 +331,22 @@ def _job(rd: RunDir, doc: dict[str, Any], shard_dir: str, args: argparse.Namespa
                 journal.write(entry, "retry", attempt + 1)
     finally:
         journal.close()
+    # the members that succeeded in earlier attempts count with their last records
+    every = records + [_last_success(rd, m, attempt) for m in members if m in done]
     if code == 0 and doc.get("register"):
-        _register(rd, doc["register"], records)
+        _register(rd, doc["register"], every)
     if code == 0 and doc.get("sums_out"):
         # what the children check these files against on stage-in (their submit
         # descriptions bring this file in: it must exist before DAGMan submits them)
-        _write_json(os.path.join(shard_dir, sums_file_name(node)), _output_sums(records)[0])
+        _write_json(os.path.join(shard_dir, sums_file_name(node)), _output_sums(every)[0])
+    if len(members) > 1:
+        # the next attempt (a retry, or a rescue DAG's) runs only the members that
+        # have not succeeded, as a local run does; a success forgets them
+        ok = {m for m, r in zip(members, records, strict=True) if r and r["status"] == "succeeded"}
+        now = sorted(done | ok) if code else []
+        if now != sorted(done):
+            doc["done"] = now
+            _write_json(os.path.join(shard_dir, f"{node}.json"), doc)
     for i in range(len(doc.get("returns", []))):
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(shard_dir, f"{node}.o{i}"))
@@ -339,6 +356,15 @@ def _job(rd: RunDir, doc: dict[str, Any], shard_dir: str, args: argparse.Namespa
     if code == 0:
         return 0
     return code if 1 <= code <= 255 else 1
+
+
+def _last_success(rd: RunDir, member: str, before: int) -> dict[str, Any] | None:
+    """The record of ``member``'s last succeeded attempt before attempt ``before``."""
+    for attempt in range(before - 1, 0, -1):
+        rec = _load_record(rd.record_path(member, attempt), member)
+        if rec is not None and rec.get("status") == "succeeded":
+            return rec
+    return None
 
 
 def _output_sums(records: list[dict[str, Any] | None]) -> tuple[dict[str, str], set[str]]:

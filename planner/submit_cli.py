@@ -9,14 +9,16 @@ Submitting again after a failure, or after ``condor_rm`` of the DAGMan job,
 continues the workflow: DAGMan itself picks the newest rescue DAG
 (``<workflow>.dag.rescueNNN``) beside the DAG and skips the nodes it lists as
 done (``AutoRescue``; never ``Force``, which would ignore it). ``--force`` runs
-everything again instead. Records and the journal go on from where they were:
-attempt numbers continue, nothing is overwritten.
+everything again instead (every member of a cluster too), and is needed to
+submit a workflow that succeeded. Records and the journal go on from where they
+were: attempt numbers continue, nothing is overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import sys
@@ -25,7 +27,7 @@ from typing import Any
 
 from ferry.plugins.errors import ConfigError
 
-from .htcondor import CONDOR_DIR, load_config
+from .htcondor import CONDOR_DIR, load_config, node_file_path
 from .rundir import Journal, RunDir, read_journal
 
 __all__ = ["DESCRIPTION", "add_arguments", "latest_rescue", "run", "submit", "submit_and_report"]
@@ -91,6 +93,28 @@ def _last_finish(rd: RunDir) -> str | None:
     return status
 
 
+def _forget_done(rd: RunDir, plan: Any, cfg: dict[str, Any]) -> None:
+    """``--force`` runs every member of a cluster again: drop the ``done`` members a
+    failed attempt left in the cluster's node file (see ferry.planner.postscript)."""
+    clusters = {pj.id for pj in plan.jobs if pj.members}
+    if not clusters:
+        return
+    cdir = rd.join(CONDOR_DIR)
+    with open(os.path.join(cdir, "nodes.json"), "rb") as f:
+        nodes = json.loads(f.read())["nodes"]
+    for node, info in nodes.items():
+        if info and info[1] == "job" and info[0] in clusters:
+            path = node_file_path(cdir, node, int(cfg["shards"]))
+            with open(path, "rb") as f:
+                doc = json.loads(f.read())
+            if doc.get("done"):
+                doc["done"] = []
+                tmp = f"{path}.tmp.{os.getpid()}"
+                with open(tmp, "w") as f:
+                    json.dump(doc, f)
+                os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def _cwd(path: str) -> Iterator[None]:
     old = os.getcwd()
@@ -129,6 +153,8 @@ def submit(
         # DAGMan would run again every node the newest rescue DAG (if any, from an
         # earlier failure) does not list as done
         raise ConfigError(f"{rd}: the workflow already succeeded; --force runs every node again")
+    if force:
+        _forget_done(rd, plan, cfg)
     import htcondor2
 
     options: dict[str, Any] = {

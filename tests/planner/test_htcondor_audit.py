@@ -126,6 +126,52 @@ def test_a_cluster_asks_for_the_most_any_member_asks_for(tmp_path: Path) -> None
     assert [(tmp_path / "outputs" / f"o{i}").read_text() for i in range(3)] == ["0\n", "1\n", "2\n"]
 
 
+def test_a_clusters_retry_runs_only_the_members_that_have_not_succeeded(  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch
+) -> None:
+    """docs/planner.md (Clustering), which docs/htcondor.md says applies: "A retry runs
+    only the members that have not succeeded". The node's retry used to run them all
+    again (and their outputs were staged and recorded twice)."""
+    ran, flag = tmp_path / "ran.log", tmp_path / "flag"
+    tc = TransformationCatalog().add_transformations(
+        Transformation("part", site="local", pfn="/bin/sh").add_pegasus_profile(clusters_size=3)
+    )
+    wf = Workflow("retried").add_transformation_catalog(tc)
+    for i in range(3):
+        cmd = f"echo {i} >> {ran}; echo {i} > o{i}"
+        if i == 1:  # fails its first attempt
+            cmd = f"echo {i} >> {ran}; test -e {flag} || {{ touch {flag}; exit 7; }}; echo 1 > o1"
+        wf.add_jobs(Job("part", _id=f"p{i}").add_args("-c", cmd).add_outputs(File(f"o{i}")))
+    wf.add_jobs(
+        Job("part", _id="sum")
+        .add_args("-c", "cat o0 o1 o2 > all")
+        .add_inputs(*(File(f"o{i}") for i in range(3)))
+        .add_outputs(File("all"))
+        .add_pegasus_profile(clusters_size=1)
+    )
+    wf.write(str(tmp_path / "workflow.yml"))
+    run = plan(tmp_path)
+    StandIn(monkeypatch)
+    assert cli.main(["submit", str(run)]) == 0
+    result = simulate(dag_path(run), tmp_path)
+    assert result.failed == set() and result.final_post == 0
+    (cluster,) = [node for node in result.posts if node.startswith("cluster_")]
+    assert result.posts[cluster] == [1, 0]
+    assert ran.read_text().split() == ["0", "1", "2", "1"]
+    assert [[r["attempt"] for r in records(run, f"p{i}")] for i in range(3)] == [[1], [1, 2], [1]]
+    assert (tmp_path / "outputs" / "all").read_text() == "0\n1\n2\n"
+    registered = (run / "replicas.out.yml").read_text()
+    assert all(f'lfn: "o{i}"' in registered for i in range(3))
+    st = json.loads(ferry("statistics", str(run), "--json").stdout)
+    assert st["tasks"]["succeeded"] == 4 and st["tasks"]["retries"] == 1
+    # --force runs every member again
+    assert json.loads(node_file(run, cluster).read_text()).get("done") == []
+    doc = json.loads(node_file(run, cluster).read_text())
+    node_file(run, cluster).write_text(json.dumps({**doc, "done": ["p0", "p2"]}))
+    assert cli.main(["submit", str(run), "--force"]) == 0
+    assert json.loads(node_file(run, cluster).read_text())["done"] == []
+
+
 def test_a_single_jobs_condor_requests_are_kept_as_given(tmp_path: Path) -> None:
     """request_disk in KB that is not a whole number of MB stays exact."""
     wf = Workflow("one")
