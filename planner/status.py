@@ -45,6 +45,7 @@ def status_of(rd: RunDir) -> dict[str, object]:
     return {
         "run_dir": rd.path,
         "workflow": rs.plan.workflow,
+        "backend": rs.plan.backend,
         "status": rs.status,
         "pid": rs.running_pid,
         "total": len(rs.plan.jobs),
@@ -124,7 +125,8 @@ def _text(st: dict[str, object]) -> str:
     if running and live:
         add("\nRunning:")
     elif running:  # the journal's last word; the runner is gone (killed)
-        add(f"\nInterrupted (ferry run --resume {st['run_dir']} runs them again):")
+        again = "ferry submit" if st.get("backend") == "htcondor" else "ferry run --resume"
+        add(f"\nInterrupted ({again} {st['run_dir']} runs them again):")
     if running:
         for r in running[:_SHOW]:
             since = f"{now - r['since']:.0f} s" if r["since"] else "?"
