@@ -95,7 +95,11 @@ def build_replicas(d: dict, rc: ReplicaCatalog | None = None, path: Path_ = ()) 
         if "lfn" not in e:
             raise Invalid("replica entry has no lfn", p)
         lfn = as_str(e["lfn"], "replica lfn", (*p, "lfn"))
+        md = e.get("metadata")
+        md = None if md is None else as_map(md, "replica metadata", (*p, "metadata"))
         sha = sha256_of(e.get("checksum"), f"replica {lfn!r}", (*p, "checksum"))
+        if sha is None and md:
+            sha = _metadata_sha256(md, lfn, (*p, "metadata"))
         if "pfns" not in e:
             raise Invalid(f"replica {lfn!r} has no pfns", p)
         reps = []
@@ -129,10 +133,22 @@ def build_replicas(d: dict, rc: ReplicaCatalog | None = None, path: Path_ = ()) 
             rc.entries.setdefault(lfn, []).extend(reps)
             if sha:
                 rc.checksums[lfn] = sha
-        md = e.get("metadata")
         if md is not None:
-            rc.metadata.setdefault(lfn, {}).update(as_map(md, "replica metadata", (*p, "metadata")))
+            rc.metadata.setdefault(lfn, {}).update(md)
     return rc
+
+
+def _metadata_sha256(md: dict, lfn: str, path: Path_) -> str | None:
+    """A sum given as the attributes ``checksum.value`` (and ``checksum.type``) in a
+    replica's metadata, the way Pegasus keeps ``checksum: {sha256: X}`` itself."""
+    value = md.get("checksum.value")
+    if value is None:
+        return None
+    kind = str(md.get("checksum.type", "sha256")).lower()
+    if kind != "sha256":
+        raise Invalid(f"replica {lfn!r}: only checksum.type sha256 is supported, not {kind!r}",
+                      (*path, "checksum.type"))  # fmt: skip
+    return sha256_of({"sha256": str(value)}, f"replica {lfn!r}", (*path, "checksum.value"))
 
 
 def merge_replicas(base: ReplicaCatalog, embedded: ReplicaCatalog, *, merge: bool = False) -> None:
