@@ -290,8 +290,10 @@ def submit_commands(
     given, overriding what ferry set (except the commands ferry needs to run the
     node: :data:`RESERVED`), but a ``request_*`` key never asks for less than
     the resources (a cluster's are the most any member asks for). ``+Attr`` and
-    ``MY.Attr`` keys become ``MY.Attr``. A key or value that a submit file cannot
-    hold, or a ClassAd expression that does not parse, is a planning error.
+    ``MY.Attr`` keys become ``MY.Attr``. A ``transfer_input_files`` profile is
+    added to the node's own list, as Pegasus adds it. A key or value that a
+    submit file cannot hold, or a ClassAd expression that does not parse, is a
+    planning error.
     """
     d: dict[str, str] = {
         "universe": "vanilla",
@@ -328,6 +330,14 @@ def submit_commands(
         elif k[:3].lower() == "my.":
             k = "MY." + k[3:]
         low = k.lower()
+        if low == "transfer_input_files" and _value(value):
+            # as Pegasus does: added to the node's own (credentials for the sandbox, ...)
+            text = _value(value)
+            problem = _bad_submit_command(k, text)
+            if problem:
+                raise _plan_error(f"{where}condor profile {key!r} = {text!r}: {problem}")
+            d["transfer_input_files"] = f"$(ferry_inputs), {text}"
+            continue
         if low in RESERVED:
             if warnings is not None:
                 msg = f"condor profile {key!r} is ignored: ferry sets {k} itself for HTCondor jobs"

@@ -236,6 +236,36 @@ def test_the_workflow_attribute_is_the_workflows_name_in_utf8(tmp_path: Path) ->
     assert classad2.ExprTree(sub["MY.ferry_workflow"]).eval() == "orcä"
 
 
+def test_a_transfer_input_files_profile_is_added_to_the_nodes_own(tmp_path: Path) -> None:
+    """As Pegasus merges condor.transfer_input_files into its own list (proxies for
+    glideins, ...): the file lands in the job's sandbox. It used to be dropped with a
+    warning."""
+    token = tmp_path / "token.txt"
+    token.write_text("s3cret\n")
+    wf = Workflow("extra")
+    job = Job("sh", _id="t").add_args("-c", 'cat "$_CONDOR_SCRATCH_DIR/token.txt" > seen.txt')
+    job.add_outputs(File("seen.txt"))
+    job.add_profiles(Namespace.CONDOR, key="transfer_input_files", value=str(token))
+    wf.add_jobs(job)
+    wf.write(str(tmp_path / "workflow.yml"))
+    res = ferry(
+        "plan", "workflow.yml", "--dir", "run", "-O", "outputs", "--backend", "htcondor",
+        cwd=tmp_path,
+    )  # fmt: skip
+    ok(res)
+    assert "is ignored" not in res.stderr
+    run = tmp_path / "run"
+    node = parse_dag(dag_path(run)).nodes["t"]
+    inputs = file_list(expanded(run / "htcondor" / node.submit, node.vars).expand(
+        "transfer_input_files"
+    ))  # fmt: skip
+    assert inputs == [str(node_file(run, "t")), str(token)]
+    (tmp_path / "exec").mkdir()
+    result = simulate(dag_path(run), tmp_path / "exec")
+    assert result.failed == set()
+    assert (tmp_path / "outputs" / "seen.txt").read_text() == "s3cret\n"
+
+
 # --- DAGMan categories and throttles -------------------------------------------------------------
 
 
