@@ -16,7 +16,8 @@ Written through the HTCondor Python bindings (``htcondor2.dags`` for the DAG,
   launcher runs each through the worker (docs/worker.md). Two staging modes:
 
   - ``condorio`` (the default, as Pegasus): HTCondor's file transfer brings
-    the node file and every ``file://`` input (by its basename) into the
+    the node file and every ``file://`` input (by its basename, or through a
+    link ``_ferry_i<k>_<node>`` when a submit file cannot hold its path) into the
     scratch directory, and takes the outputs meant for ``file://``
     destinations and the invocation records back to ``DIR/htcondor/nodes``;
     the specs in the node file read those inputs from, and write those
@@ -40,10 +41,13 @@ Written through the HTCondor Python bindings (``htcondor2.dags`` for the DAG,
   ``condor`` key is copied as given (``+Attr`` becomes ``MY.Attr``, the value
   used verbatim, so a string keeps its own quotes); ``dagman.priority`` (else
   ``condor.priority``) is the node's PRIORITY, ``dagman.category`` its
-  CATEGORY, ``dagman.<category>.maxjobs`` a MAXJOBS throttle.
+  CATEGORY, ``dagman.<category>.maxjobs`` a MAXJOBS throttle, and
+  ``dagman.maxjobs/maxidle/maxpre/maxpost`` the DAG's throttles (``CONFIG
+  dagman.config``).
 
 Files in ``DIR/htcondor``: ``<workflow>.dag``, ``<layer>.sub``,
-``ferry_final.sub``, ``ferry.json`` (what the POST script needs),
+``ferry_final.sub``, ``dagman.config`` (when throttled), ``ferry.json`` (what the
+POST script needs),
 ``nodes.json`` (node -> plan entry), ``nodes/NNNN/`` (node files, the jobs'
 stdout/stderr and what file transfer returns; a node's shard is a hash of its
 name), and, once DAGMan runs, its own files (``.dagman.out``, ``.nodes.log``,
