@@ -46,12 +46,11 @@ Written through the HTCondor Python bindings (``htcondor2.dags`` for the DAG,
   dagman.config``).
 
 Files in ``DIR/htcondor``: ``<workflow>.dag``, ``<layer>.sub``,
-``ferry_final.sub``, ``dagman.config`` (when throttled), ``ferry.json`` (what the
-POST script needs),
-``nodes.json`` (node -> plan entry), ``nodes/NNNN/`` (node files, the jobs'
-stdout/stderr and what file transfer returns; a node's shard is a hash of its
-name), and, once DAGMan runs, its own files (``.dagman.out``, ``.nodes.log``,
-``.status``, ``jobstate.log``, rescue DAGs).
+``ferry_final.sub``, ``dagman.config`` (when throttled), ``ferry.json`` (what
+the POST script needs), ``nodes.json`` (node -> plan entry), ``nodes/NNNN/``
+(node files, the jobs' stdout/stderr and what file transfer returns; a node's
+shard is a hash of its name), and, once DAGMan runs, its own files
+(``.dagman.out``, ``.nodes.log``, ``.status``, ``jobstate.log``, rescue DAGs).
 """
 
 from __future__ import annotations
