@@ -418,6 +418,54 @@ def test_submitting_a_workflow_that_succeeded_again_needs_force(  # type: ignore
     assert standin.calls[-1]["Force"] is True
 
 
+def test_status_reads_dagmans_node_status_file_as_dagman_writes_it(  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch
+) -> None:
+    """DAGMan cannot run here: the node status file is written by the test as DAGMan
+    writes it, with its /* ... */ comments. A DAG that DAGMan reports failed
+    (DagStatus 6) before its FINAL node's POST script ran is a failure; a node in
+    its POST script is running, a held one queued."""
+    wf = Workflow("watched")
+    wf.add_jobs(*(Job("true", _id=f"j{i}") for i in range(4)))
+    wf.write(str(tmp_path / "workflow.yml"))
+    run = plan(tmp_path)
+    StandIn(monkeypatch)
+    assert cli.main(["submit", str(run)]) == 0
+    ts = int(journal(run)[-1]["t"]) + 1
+
+    def node(name: str, st: int, text: str, details: str = "") -> str:
+        return (
+            f'[\n  Type = "NodeStatus";\n  Node = "{name}";\n'
+            f'  NodeStatus = {st}; /* "{text}" */\n  StatusDetails = "{details}";\n'
+            "  RetryCount = 0;\n  JobProcsQueued = 0;\n  JobProcsHeld = 0;\n]"
+        )
+
+    def write(dag_status: int) -> None:
+        (run / "htcondor" / "watched.dag.status").write_text(
+            "\n".join(
+                [
+                    f'[\n  Type = "DagStatus";\n  DagFiles = {{\n    "watched.dag"\n  }};\n'
+                    f'  Timestamp = {ts}; /* "a date" */\n'
+                    f'  DagStatus = {dag_status}; /* "STATUS_SUBMITTED ()" */\n'
+                    "  NodesTotal = 5;\n  NodesDone = 1;\n  NodesQueued = 2;\n]",
+                    node("j0", 5, "STATUS_DONE"),
+                    node("j1", 4, "STATUS_POSTRUN"),
+                    node("j2", 3, "STATUS_SUBMITTED", "held"),
+                    node("j3", 6, "STATUS_ERROR"),
+                    f'[\n  Type = "StatusEnd";\n  EndTime = {ts}; /* "a date" */\n]',
+                ]
+            )
+        )
+
+    write(3)
+    st = json.loads(ferry("status", str(run), "--json").stdout)
+    assert st["status"] == "running"
+    counts = {k: v for k, v in st["counts"].items() if v}
+    assert counts == {"succeeded": 1, "running": 1, "queued": 1, "failed": 1}
+    write(6)
+    assert json.loads(ferry("status", str(run), "--json").stdout)["status"] == "failure"
+
+
 # --- many jobs ------------------------------------------------------------------------------------
 
 
