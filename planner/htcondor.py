@@ -17,7 +17,7 @@ Written through the HTCondor Python bindings (``htcondor2.dags`` for the DAG,
 
   - ``condorio`` (the default, as Pegasus): HTCondor's file transfer brings
     the node file and every ``file://`` input (by its basename, or through a
-    link ``_ferry_i<k>_<node>`` when a submit file cannot hold its path) into the
+    link ``_ferry_i<k>_<node><suffix>`` when a submit file cannot hold its path) into the
     scratch directory, and takes the outputs meant for ``file://``
     destinations and the invocation records back to ``DIR/htcondor/nodes``;
     the specs in the node file read those inputs from, and write those
@@ -505,7 +505,9 @@ def _build_node(
             # transfer sends what a link points to; the producer may not have made it yet)
             alias = links.get(path)
             if alias is None:
-                alias = links[path] = f"_ferry_i{len(links)}_{name}"
+                # keep the suffix: it tells a container image's kind
+                ext = re.search(r"(\.[A-Za-z0-9]+)*\Z", base).group()  # type: ignore[union-attr]
+                alias = links[path] = f"_ferry_i{len(links)}_{name}{ext}"
                 link = os.path.join(shard_dir, alias)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(link)

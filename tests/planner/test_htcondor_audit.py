@@ -374,11 +374,40 @@ def test_inputs_whose_paths_a_submit_file_cannot_hold_come_by_file_transfer(tmp_
     assert result.failed == set() and result.final_post == 0
     assert (tmp_path / "outputs" / "out, final.txt").read_text() == "RAW\nRAW\n"
     (first_run,) = result.runs["first"]
-    assert (first_run.scratch / "_ferry_i0_first").read_text() == "raw\n"  # a copy, not a link
+    assert (first_run.scratch / "_ferry_i0_first.txt").read_text() == "raw\n"  # a copy
     (rec,) = records(run, "first")
     (t,) = [t for t in rec["transfers"] if t["direction"] == "input"]
     assert t["route"] == "htcondor" and t["ok"]
     assert t["source"].startswith(f"file://{tmp_path}/my%20data/")  # the file's own URL
+
+
+def test_a_container_image_whose_path_has_a_space_keeps_its_kind(tmp_path: Path) -> None:
+    """The link HTCondor brings an image in through keeps the image's suffix, which
+    is how the worker tells a docker-archive tar from a SIF."""
+    from Pegasus.api import Container
+
+    from ferry.containers.image import guess_kind
+
+    images = tmp_path / "my images"
+    images.mkdir()
+    (images / "tool.tar").write_bytes(b"not really an image")
+    tc = TransformationCatalog()
+    tc.add_containers(Container("tool", Container.DOCKER, f"file://{images}/tool.tar"))
+    tc.add_transformations(
+        Transformation("tool", site="condorpool", pfn="/bin/true", container="tool")
+    )
+    wf = Workflow("imaged").add_transformation_catalog(tc)
+    wf.add_jobs(Job("tool", _id="t"))
+    wf.write(str(tmp_path / "workflow.yml"))
+    run = plan(tmp_path, "-s", "condorpool")
+    (spec,) = json.loads(node_file(run, "t").read_text())["specs"]
+    assert spec["container"]["image"] == "file://${_CONDOR_SCRATCH_DIR}/_ferry_i0_t.tar"
+    assert guess_kind(spec["container"]["image"]) == "docker-archive"
+    node = parse_dag(dag_path(run)).nodes["t"]
+    inputs = file_list(expanded(run / "htcondor" / node.submit, node.vars).expand(
+        "transfer_input_files"
+    ))  # fmt: skip
+    assert os.readlink(inputs[-1]) == str(images / "tool.tar")
 
 
 # --- resubmission -------------------------------------------------------------------------------
