@@ -168,6 +168,8 @@ class RunDir:
                 data = f.read()
         except FileNotFoundError:
             raise ConfigError(f"{self.path} is not a ferry run directory (no plan.json)") from None
+        except OSError as exc:
+            raise ConfigError(f"{self.plan_file}: {exc.strerror}") from None
         try:
             plan = _PLAN_DECODER.decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -185,11 +187,13 @@ class RunDir:
     # -- records ---------------------------------------------------------------
 
     def read_record(self, job_id: str, attempt: int) -> dict[str, Any] | None:
+        """The record as a JSON object; None when it is missing, unreadable or not one."""
         try:
             with open(self.record_path(job_id, attempt), "rb") as f:
-                return json.loads(f.read())
+                record = json.loads(f.read())
         except (OSError, ValueError):
             return None
+        return record if isinstance(record, dict) else None
 
     def record_attempts(self) -> dict[str, list[int]]:
         """Job id -> the attempt numbers that have a record (sorted)."""

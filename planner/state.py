@@ -72,15 +72,18 @@ def run_state(rd: RunDir, plan: Plan | None = None) -> RunState:
     open_start: dict[str, tuple[float, int]] = {}
     for ev in read_journal(rd.journal_file):
         t = ev.get("t")
-        if not isinstance(t, (int, float)):
+        if not isinstance(t, (int, float)) or isinstance(t, bool):
             continue
-        last_t = t
+        prev_t, last_t = last_t, t
         job = ev.get("job")
         event = ev.get("event")
         if job is None:
             if event == "workflow-started":
                 if sessions and sessions[-1][1] is None:
-                    sessions[-1] = (sessions[-1][0], _last_before(sessions[-1][0], t))
+                    # a runner that was killed: its session ended with its last event,
+                    # not when the next one started (the time between is nobody's)
+                    start = sessions[-1][0]
+                    sessions[-1] = (start, _last_before(start, prev_t if prev_t else t))
                 sessions.append((t, None))
                 status = "running"
             elif event == "workflow-finished":
@@ -90,7 +93,7 @@ def run_state(rd: RunDir, plan: Plan | None = None) -> RunState:
             elif event == "cleanup":
                 cleanups += 1
             continue
-        js = jobs.get(job)
+        js = jobs.get(job) if isinstance(job, str) else None
         if js is None:
             continue
         state = _EVENT_STATE.get(event)

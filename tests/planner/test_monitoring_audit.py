@@ -319,11 +319,6 @@ def test_no_password_of_a_url_in_a_jobs_command_or_output(tmp_path: Path) -> Non
     assert masked in lines and masked_s3 in lines  # stdout, stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner/state.py run_state ends a killed runner's session at the next session's "
-    "start (the time between kill -9 and --resume counts as wall time), not at its last event",
-)
 def test_workflow_wall_time_leaves_out_the_time_between_a_killed_runner_and_resume(
     failed_run: Path, tmp_path: Path
 ) -> None:
