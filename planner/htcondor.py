@@ -382,7 +382,7 @@ def _bad_submit_command(key: str, value: str) -> str | None:
         return "not a submit command name"
     if "\n" in value or "\r" in value:
         return "a submit command's value must be one line"
-    if (key.startswith("MY.") or key.lower() in _EXPR_KEYS) and "$" not in value:
+    if (key.startswith("MY.") or key.lower() in _EXPR_KEYS) and value and "$" not in value:
         import classad2
 
         try:
