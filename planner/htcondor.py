@@ -77,6 +77,7 @@ __all__ = [
     "FINAL_NODE",
     "STAGING_MODES",
     "CondorOptions",
+    "check_options",
     "load_config",
     "node_file_path",
     "node_names",
@@ -676,6 +677,22 @@ def _edge_class():  # type: ignore[no-untyped-def]
     return PlanEdges
 
 
+def check_options(run_dir: str, opts: CondorOptions) -> None:
+    """What makes a run directory and options unusable for HTCondor, as a planning error
+    (:func:`write_htcondor` checks it too; call it before writing anything)."""
+    if _UNSAFE_PATH.search(os.path.abspath(run_dir)):
+        raise _plan_error(
+            f"run directory {os.path.abspath(run_dir)}: for HTCondor its path must not contain"
+            " white space or any of , ; = \" ' $ \\ # (it goes into submit files)"
+        )
+    for what, p in (
+        ("--ep-python", opts.ep_python or sys.executable),
+        ("the access point's Python", opts.ap_python or sys.executable),
+    ):
+        if not os.path.isabs(p) or _UNSAFE_PATH.search(p):
+            raise _plan_error(f"{what} {p!r} must be an absolute path without white space")
+
+
 @dataclass
 class _Layer:
     name: str
@@ -699,16 +716,9 @@ def write_htcondor(
         raise _plan_error(
             f"the HTCondor backend needs the HTCondor Python bindings (pip install htcondor): {exc}"
         ) from None
-    if _UNSAFE_PATH.search(rd.path):
-        raise _plan_error(
-            f"run directory {rd.path}: for HTCondor its path must not contain white space"
-            " or any of , ; = \" ' $ \\ # (it goes into submit files)"
-        )
+    check_options(rd.path, opts)
     ep_python = opts.ep_python or sys.executable
     ap_python = opts.ap_python or sys.executable
-    for what, p in (("--ep-python", ep_python), ("the access point's Python", ap_python)):
-        if not os.path.isabs(p) or _UNSAFE_PATH.search(p):
-            raise _plan_error(f"{what} {p!r} must be an absolute path without white space")
     cdir = rd.join(CONDOR_DIR)
     run_id = str(plan.options.get("run_id", ""))
     base = _safe_file_name(plan.workflow)
