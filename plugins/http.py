@@ -839,7 +839,7 @@ class HttpProtocol(Protocol):
                 ok=ok,
             )
         except TransferError as exc:
-            if source.bytes_read != source.size:  # short or long: the file changed
+            if source.bytes_read > source.size or source.changed():  # not the server's fault
                 raise IncompleteTransfer(
                     f"PUT {url}: {source.path} changed while it was read ({exc})",
                     url=str(url),

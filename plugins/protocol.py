@@ -448,6 +448,14 @@ class Source:
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
+    def changed(self) -> bool:
+        """Whether the file is not as it was when this Source was made (size, mtime)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return st.st_size != self.size or st.st_mtime_ns != self._mtime_ns
+
     def verify(self) -> str:
         """Check what was read: the whole file, unchanged, with the expected sum.
 

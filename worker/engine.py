@@ -675,7 +675,10 @@ class Engine:
                     raise
                 return self._copy_tree(src.url, dst.local_path, req, progress)
         if route == "upload":
-            return self._upload(src.url.local_path, dst, req.sha256, progress)
+            try:
+                return self._upload(src.url.local_path, dst, req.sha256, progress)
+            except IntegrityError as exc:  # worded as a download's: the transfer and its source
+                raise _mismatch(req, src.url, exc.expected, exc.actual) from exc
         if route == "third-party":
             try:
                 stat = self.registry.protocol(src.url.scheme).copy(src.url, dst, req.sha256)

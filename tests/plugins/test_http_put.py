@@ -89,3 +89,23 @@ def test_two_stage_http_to_http_put(nginx_server: NginxServer, tmp_path: Path) -
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["transfers"][0]["route"] == "two-stage"
     assert (nginx_server.root / "upload/two-stage/copy.dat").read_bytes() == data
+
+
+def test_upload_with_a_wrong_sum_is_worded_as_a_mismatch(
+    nginx_server: NginxServer, tmp_path: Path
+) -> None:
+    (tmp_path / "out.dat").write_bytes(b"these bytes")
+    url = f"{nginx_server.url}/upload/wrong/out.dat"
+    p = ferry("transfer", "--sha256", "0" * 64, str(tmp_path / "out.dat"), url)
+    assert p.returncode == 1
+    assert f"sha256 mismatch for {url} from file://{tmp_path}/out.dat: expected {'0' * 64}" in (
+        p.stderr
+    )
+    assert not (nginx_server.root / "upload/wrong/out.dat").exists()
+
+
+def test_a_refused_connection_is_not_called_a_changed_file(tmp_path: Path) -> None:
+    (tmp_path / "out.dat").write_bytes(b"x" * 1000)
+    p = ferry("transfer", "-m", "1", str(tmp_path / "out.dat"), "http://127.0.0.1:9/up/out.dat")
+    assert p.returncode == 1
+    assert "cannot connect" in p.stderr and "changed while it was read" not in p.stderr
