@@ -313,9 +313,9 @@ def submit_commands(
         "error": f"{condor_dir}/nodes/$(ferry_shard)/$(ferry_node).err",
         "request_cpus": str(res.cpus),
     }
-    if res.memory_mb is not None:
+    if res.memory_mb:  # 0: a request smaller than 1 MB, truncated by the spec
         d["request_memory"] = str(res.memory_mb)
-    if res.disk_mb is not None:
+    if res.disk_mb:
         d["request_disk"] = str(res.disk_mb * 1024)
     if res.gpus:
         d["request_gpus"] = str(res.gpus)

@@ -184,6 +184,23 @@ def test_a_single_jobs_condor_requests_are_kept_as_given(tmp_path: Path) -> None
     assert sub["request_disk"] == "1000" and sub["request_cpus"] == "2"
 
 
+def test_a_request_truncated_to_zero_megabytes_is_not_a_request_for_nothing() -> None:
+    """Job specs carry memory and disk in whole MB: a member's condor.request_disk of
+    1000 KB arrives as 0 MB, which used to become ``request_disk = 0``."""
+    from ferry.planner.htcondor import _Res, submit_commands
+
+    d = submit_commands(
+        {},
+        _Res(cpus=1, memory_mb=0, disk_mb=0),
+        ep_python="/usr/bin/python3",
+        condor_dir="/runs/r/htcondor",
+        workflow="w",
+        run_id="r",
+    )
+    sub = htcondor2.Submit(d)
+    assert "request_disk" not in sub and "request_memory" not in sub
+
+
 # --- profiles a submit file cannot hold ------------------------------------------------------
 
 
