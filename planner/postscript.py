@@ -342,7 +342,9 @@ def _job(rd: RunDir, doc: dict[str, Any], shard_dir: str, args: argparse.Namespa
     if len(members) > 1:
         # the next attempt (a retry, or a rescue DAG's) runs only the members that
         # have not succeeded, as a local run does; a success forgets them
-        ok = {m for m, r in zip(members, records, strict=True) if r and r["status"] == "succeeded"}
+        ok = {
+            m for m, r in zip(members, records, strict=True) if r and r.get("status") == "succeeded"
+        }
         now = sorted(done | ok) if code else []
         if now != sorted(done):
             doc["done"] = now
