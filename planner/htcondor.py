@@ -342,7 +342,7 @@ def submit_commands(
                 raise _plan_error(f"{where}condor profile {key!r} = {text!r}: {problem}")
             d["transfer_input_files"] = f"$(ferry_inputs), {text}"
             continue
-        if low in RESERVED:
+        if low in RESERVED or low.startswith("ferry_"):  # ferry_*: the nodes' VARS
             if warnings is not None:
                 msg = f"condor profile {key!r} is ignored: ferry sets {k} itself for HTCondor jobs"
                 if msg not in warnings:

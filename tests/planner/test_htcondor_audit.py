@@ -224,6 +224,28 @@ def test_condor_profiles_a_submit_file_cannot_hold_are_plan_errors(  # type: ign
     assert f"job t: condor profile {key!r}" in err and why in err
 
 
+def test_a_condor_profile_cannot_set_the_nodes_vars() -> None:
+    """DAGMan sets a node's VARS as submit macros before the submit file is read: a
+    ``ferry_*`` macro in the submit file would override them."""
+    from ferry.planner.htcondor import _Res, submit_commands
+
+    warnings: list[str] = []
+    d = submit_commands(
+        {"condor": {"ferry_inputs": "/etc/passwd", "ferry_node": "other"}},
+        _Res(),
+        ep_python="/usr/bin/python3",
+        condor_dir="/runs/r/htcondor",
+        workflow="w",
+        run_id="r",
+        warnings=warnings,
+    )
+    # the VARS first (DAGMan's default: prepended), then the submit file
+    vars_ = "ferry_inputs = /runs/r/htcondor/nodes/0000/t.json\nferry_node = t\n"
+    sub = htcondor2.Submit(vars_ + str(htcondor2.Submit(d)))
+    assert sub.expand("transfer_input_files") == "/runs/r/htcondor/nodes/0000/t.json"
+    assert len(warnings) == 2 and all("is ignored" in w for w in warnings)
+
+
 def test_condor_expressions_that_parse_or_use_macros_are_kept(tmp_path: Path) -> None:
     wf = Workflow("goodprofile")
     job = Job("true", _id="t")
