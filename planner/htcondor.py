@@ -1000,7 +1000,20 @@ def profile_getter(builder):  # type: ignore[no-untyped-def]
         sel = {k: _value(peg[k]) for k in PEGASUS_KEYS if peg.get(k) is not None}
         if sel:
             out["pegasus"] = sel
+        check_profiles(out, f"job {jobs[j].id}: ")
         cache[id(p)] = (p, out)
         return out
 
     return get
+
+
+def check_profiles(profiles: dict[str, dict[str, str]], where: str = "") -> None:
+    """Raise the planning errors :func:`write_htcondor` would raise for a job's
+    ``condor`` and ``dagman`` profiles, before the planner writes anything."""
+    submit_commands(
+        profiles, _Res(), ep_python="/", condor_dir="/", workflow="", run_id="", where=where
+    )
+    dagman = profiles.get("dagman") or {}
+    if dagman.get("category"):
+        _check_category(str(dagman["category"]).strip(), f"{where}profile dagman.category")
+    _dagman_settings(dagman, where, {}, {}, [])
