@@ -17,6 +17,7 @@ as Pegasus upper-cases them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from ferry.plugins.errors import ConfigError
@@ -87,6 +88,29 @@ def get_float(profiles: Profiles, ns: str, key: str, *, where: str = "") -> floa
         return float(str(v).strip())
     except ValueError:
         raise ConfigError(f"{where}profile {ns}.{key} must be a number, not {v!r}") from None
+
+
+_SIZE_UNITS = {"": 1, "k": 1, "m": 1024, "g": 1024**2, "t": 1024**3}  # in KiB
+
+
+def get_size(
+    profiles: Profiles, ns: str, key: str, *, unit: str, where: str = ""
+) -> float | None:
+    """A size profile in MiB, read as HTCondor reads ``request_memory``/``request_disk``:
+    a number in ``unit`` (``"m"``: MiB, ``"k"``: KiB), or with a K/M/G/T suffix (an
+    optional B, any case, blanks allowed: ``"2 GB"``, ``"512M"``)."""
+    v = get(profiles, ns, key)
+    if v is None or v == "":
+        return None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v) * _SIZE_UNITS[unit] / 1024
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)[bB]?\s*", str(v))
+    if m is None or isinstance(v, bool):
+        raise ConfigError(
+            f"{where}profile {ns}.{key} must be a size (a number, or with K, M, G or T),"
+            f" not {v!r}"
+        )
+    return float(m.group(1)) * _SIZE_UNITS[(m.group(2) or unit).lower()] / 1024
 
 
 def get_int(profiles: Profiles, ns: str, key: str, *, where: str = "") -> int | None:

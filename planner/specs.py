@@ -34,6 +34,7 @@ user-facing version):
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 import shutil
@@ -705,16 +706,20 @@ def _resources(p: Profiles, where: str) -> Resources:
         return None
 
     cpus = first(("condor", "request_cpus"), ("pegasus", "cores"))
-    mem = first(("condor", "request_memory"), ("pegasus", "memory"))
-    disk_kb = prof.get_float(p, "condor", "request_disk", where=where)
-    disk = disk_kb / 1024.0 if disk_kb is not None else first(("pegasus", "diskspace"))
+    # HTCondor's units: request_memory in MiB, request_disk in KiB, unless a suffix says
+    mem = prof.get_size(p, "condor", "request_memory", unit="m", where=where)
+    if mem is None:
+        mem = first(("pegasus", "memory"))
+    disk = prof.get_size(p, "condor", "request_disk", unit="k", where=where)
+    if disk is None:
+        disk = first(("pegasus", "diskspace"))
     gpus = first(("condor", "request_gpus"), ("pegasus", "gpus"))
     if cpus is None and mem is None and disk is None and gpus is None:
         return Resources()
     return Resources(
         cpus=max(1, int(cpus or 1)),
-        memory_mb=int(mem) if mem is not None else None,
-        disk_mb=int(disk) if disk is not None else None,
+        memory_mb=math.ceil(mem) if mem is not None else None,  # 1000 KiB: 1 MiB, not 0
+        disk_mb=math.ceil(disk) if disk is not None else None,
         gpus=int(gpus or 0),
     )
 
