@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import re
 import sys
@@ -354,18 +355,19 @@ def submit_commands(
             raise _plan_error(f"{where}condor profile {key!r} = {text!r}: {problem}")
         old = lower.pop(low, None)
         if old is not None:
-            if low in _REQUESTS:
-                text = _larger(d[old], text)  # a cluster member may ask for more
+            if low in _REQUESTS:  # a cluster member may ask for more
+                text = _larger(d[old], text, 1024 if low == "request_disk" else 1)
             del d[old]
         d[k] = text
         lower[low] = k
     return d
 
 
-def _larger(ours: str, theirs: str) -> str:
-    """The larger of two request_* values (``theirs`` when either is not a number)."""
+def _larger(ours: str, theirs: str, grain: int = 1) -> str:
+    """The larger of two request_* values (``theirs`` when either is not a number, or
+    when ours is theirs rounded up to the ``grain`` the specs carry: whole MiB of KiB)."""
     try:
-        return ours if float(ours) > float(theirs) else theirs
+        return ours if float(ours) > math.ceil(float(theirs) / grain) * grain else theirs
     except ValueError:
         return theirs
 
