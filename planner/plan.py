@@ -249,6 +249,10 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
     cleanup = _cleanup(wf, graph, builder, kept, staged, entry_of, ids, options.cleanup)
     mark("cleanup")
 
+    if options.backend == "htcondor":  # a directory HTCondor cannot use: say so, write nothing
+        from .htcondor import CondorOptions, check_options
+
+        check_options(rd.path, CondorOptions.from_json(options.backend_options))
     os.makedirs(rd.path, exist_ok=True)
     os.makedirs(rd.records, exist_ok=True)
     os.makedirs(rd.join("jobs"), exist_ok=True)

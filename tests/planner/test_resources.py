@@ -49,3 +49,15 @@ def test_a_size_that_is_no_size_is_a_planning_error(tmp_path: Path) -> None:
     res = ferry("plan", "workflow.yml", "--dir", "run", cwd=tmp_path)
     assert res.returncode != 0
     assert "condor.request_memory must be a size" in res.stderr and "'lots'" in res.stderr
+
+
+def test_a_run_directory_htcondor_cannot_use_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    where = tmp_path / "with space"
+    where.mkdir()
+    (where / "workflow.yml").write_text(WORKFLOW.format(mem="1", disk="1"))
+    res = ferry("plan", "workflow.yml", "--dir", "run", "--backend", "htcondor", cwd=where)
+    assert res.returncode == 2
+    assert "must not contain white space" in res.stderr
+    assert not (where / "run").exists()  # no jobs/, records/ or htcondor/ left behind
