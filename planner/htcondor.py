@@ -482,6 +482,7 @@ def _build_node(
     warnings: list[str],
     sums_in: Sequence[str] = (),
     sums_out: bool = False,
+    integrity: bool = True,
 ) -> _Node:
     node_file = os.path.join(shard_dir, f"{name}.json")
     transfers: dict[str, str] = {f"{name}.json": node_file}  # sandbox name -> submit-side path
@@ -592,6 +593,8 @@ def _build_node(
         "register": [[r.lfn, r.url, r.site] for r in pj.register],
         "sums": [os.path.basename(path) for path in sums_in],
         "sums_out": sums_out,
+        # pegasus.integrity.checking = none: the POST script checks no sums either
+        "integrity": integrity,
     }
     outs = [r["name"] for r in returns] + records
     remaps = [f"{r['name']}={shard_dir}/{name}.o{i}" for i, r in enumerate(returns)]
@@ -776,7 +779,7 @@ def write_htcondor(
         ]
         node = _build_node(
             rd, pj, name, sdir, shard, specs, mode, warnings,
-            sums_in=sums_in, sums_out=pj.id in with_children,
+            sums_in=sums_in, sums_out=pj.id in with_children, integrity=check,
         )  # fmt: skip
         with open(os.path.join(sdir, f"{name}.json"), "wb") as f:
             f.write(encode(node.doc))
