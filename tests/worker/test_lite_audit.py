@@ -112,6 +112,25 @@ def option(argv: list[str], name: str) -> str:
 # -- eviction before the job started ---------------------------------------------------------
 
 
+def term_during_stage_in(spec: Path, tmp_path: Path) -> tuple[int, str, float]:
+    """Run the worker on ``spec``, send it TERM 0.5 s after its work directory appears;
+    its exit code, stderr, and the seconds it took to end after the TERM."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ferry.worker", str(spec)],
+        env={**os.environ, "FERRY_WORK_DIR": str(tmp_path)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not workdirs(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err, time.monotonic() - t0
+
+
 def test_term_during_stage_in_is_recorded_and_the_job_never_starts(
     tmp_path: Path, fault_server: FaultServer
 ) -> None:
@@ -126,19 +145,8 @@ def test_term_during_stage_in_is_recorded_and_the_job_never_starts(
             {"lfn": "slow.dat", "sources": [{"url": f"{fault_server.url}/lite-audit/slow.dat"}]}
         ],
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ferry.worker", str(spec)],
-        env={**os.environ, "FERRY_WORK_DIR": str(tmp_path)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not workdirs(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # inside the 3 s the server takes to answer
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
+    code, err, _ = term_during_stage_in(spec, tmp_path)  # inside the 3 s the server takes
+    assert code == 143, err
     assert not (tmp_path / "ran").exists()
     rec = record(tmp_path)
     assert rec["evicted"] and rec["status"] == "failed" and rec["failed_step"] == "stage-in"
@@ -159,21 +167,9 @@ def test_term_during_stage_in_starts_no_further_inputs(
         inputs.append({"lfn": f"q{i}.dat", "sources": [{"url": url}]})
     spec = write_spec(tmp_path, arguments=["-c", "true"], inputs=inputs,
                       transfer={"threads": 1, "max_attempts": 1, "backoff": 0.1})  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ferry.worker", str(spec)],
-        env={**os.environ, "FERRY_WORK_DIR": str(tmp_path)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not workdirs(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert time.monotonic() - t0 < 4.0  # the five inputs left would take 7.5 s more
+    code, err, after_term = term_during_stage_in(spec, tmp_path)
+    assert code == 143, err
+    assert after_term < 4.0  # the five inputs left would take 7.5 s more
     requested = sum(fault_server.routes[f"/lite-audit/queued-{i}.dat"].count for i in range(6))
     assert requested <= 2
     rec = record(tmp_path)
