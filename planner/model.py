@@ -236,6 +236,9 @@ class Workflow:
     source: str = "<workflow>"
     #: the Pegasus properties in force (pegasus.properties, --conf, overrides)
     properties: dict[str, str] = field(default_factory=dict)
+    #: LFN -> a sha256 given as ``checksum.value`` in a job's ``uses`` metadata (Pegasus
+    #: checks it like a replica catalog's, which wins where both give one)
+    use_sums: dict[str, str] = field(default_factory=dict)
 
     def intern(self, lfn: str) -> int:
         idx = self.lfn_index.get(lfn)

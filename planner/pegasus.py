@@ -269,6 +269,8 @@ def load_catalogs(
         cat.load_catalog_file(f, "site", sc)
     asrc = props.get("pegasus.catalog.replica.dax.asrc", "false").strip().lower() == "true"
     cat.merge_replicas(rc, wf.replica_catalog, merge=asrc)
+    for lfn, sha in wf.use_sums.items():  # a catalog's own sum wins
+        rc.checksums.setdefault(lfn, sha)
     cat.merge_transformations(tc, wf.transformation_catalog)
     cat.merge_sites(sc, wf.site_catalog)
     msg = cat.check_containers(tc)
@@ -690,6 +692,8 @@ class _Reader:
                 use = Use(idx, t)
                 if len(u) > 2:
                     self._use_flags(use, u, jid, j)
+                    if "metadata" in u:
+                        self._use_sum(lfn, u["metadata"], jid, j)
                 uses.append(use)
 
         stdio = []
@@ -776,6 +780,28 @@ class _Reader:
                 and not str(k).startswith("x-")
             ):
                 self.unknown_use_keys[k] = jid
+
+    def _use_sum(self, lfn: str, md: Any, jid: str, j: int) -> None:
+        """A ``checksum.value`` in a use's metadata (``File.add_metadata``): the file's sum."""
+        where = ("uses", j, "metadata")
+        md = as_map(md, f"job {jid!r}: uses[{j}].metadata", where)
+        value = md.get("checksum.value")
+        if value is None:
+            return
+        kind = str(md.get("checksum.type", "sha256")).lower()
+        if kind != "sha256":
+            raise Invalid(
+                f"job {jid!r}: uses[{j}] ({lfn}): only checksum.type sha256 is supported,"
+                f" not {kind!r}",
+                (*where, "checksum.type"),
+            )
+        sha = str(value).strip().lower().removeprefix("sha256:")
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise Invalid(
+                f"job {jid!r}: uses[{j}] ({lfn}): checksum.value is not 64 hex digits: {value!r}",
+                (*where, "checksum.value"),
+            )
+        self.wf.use_sums.setdefault(lfn, sha)
 
     def _profiles(self, prof: Any, jid: str) -> dict:
         try:

@@ -52,3 +52,24 @@ def test_a_sum_in_metadata_that_cannot_be_checked_is_a_planning_error(
     res = ferry("plan", "workflow.yml", "--dir", "run", cwd=tmp_path)
     assert res.returncode != 0
     assert message in res.stderr
+
+
+@pytest.mark.parametrize("fmt", ["yml", "json"])
+@pytest.mark.parametrize("many", [False, True])
+def test_a_sum_in_a_uses_metadata_is_checked(tmp_path: Path, fmt: str, many: bool) -> None:
+    """``File("f.a").add_metadata(**{"checksum.value": ...})`` on a job's input: Pegasus
+    checks it like a catalog's sum (``many``: enough jobs for the fast readers)."""
+    data = tmp_path / "f.a"
+    data.write_text("hello\n")
+    rc = ReplicaCatalog().add_replica("local", "f.a", data)
+    wf = Workflow("usesum")
+    for i in range(300 if many else 1):
+        f = File("f.a").add_metadata(**{"checksum.type": "sha256", "checksum.value": "0" * 64})
+        wf.add_jobs(Job("cat", _id=f"j{i}").add_args(f).add_inputs(f)
+                    .set_stdout(File(f"out{i}.txt")))  # fmt: skip
+    wf.add_replica_catalog(rc)
+    wf.write(str(tmp_path / f"workflow.{fmt}"), _format=fmt if fmt == "json" else "yml")
+    res = ferry("plan", f"workflow.{fmt}", "--dir", "run", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    spec = specs(tmp_path / "run")["j0"]
+    assert [i.sha256 for i in spec.inputs if i.lfn == "f.a"] == ["0" * 64]
