@@ -32,7 +32,8 @@ What is read, and how:
   registerReplica, optional, executable, bypass, size). ``stdin``/``stdout``/
   ``stderr`` name LFNs; one missing from ``uses`` is added (input for stdin, output
   with stageOut and registerReplica for the others), as the API would have done.
-  ``forPlanning``, and a use's ``metadata``/``namespace``/``version`` are not kept.
+  ``forPlanning``, and a use's ``namespace``/``version`` are not kept; of its
+  ``metadata``, only ``checksum.value`` (``Workflow.use_sums``), the file's sha256.
 - ``profiles``: namespaces lower-cased, dagman keys lower-cased (``RETRY`` ->
   ``retry``); values as read. Jobs with equal profiles share one dict: read-only.
 - ``jobDependencies``: ``Workflow.children[parent]`` lists child indexes (duplicates
