@@ -385,7 +385,16 @@ class LeanConnection(http.client.HTTPConnection):
                 self._host_line = self._buffer[n + 1] if len(self._buffer) > n + 1 else b""
         if lines is None:
             for name, value in headers.items():
-                self.putheader(name, value)
+                try:
+                    self.putheader(name, value)
+                except ValueError as exc:
+                    if "header value" not in str(exc):
+                        raise
+                    # http.client's message quotes the value: a token or password
+                    raise ValueError(
+                        f"Invalid header value of {name!r} (a line break or a character"
+                        " HTTP cannot carry; not shown)"
+                    ) from None
         else:
             self._buffer.append(lines)
         self.endheaders(body)

@@ -179,6 +179,8 @@ def raise_for_status(response: httpx.Response, url: URL, method: str, plugin: st
 def _cause(exc: BaseException, url: URL) -> str:
     """One line describing ``exc``, with every secret masked."""
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if "header value" in text:  # h11: "Illegal header value b'Bearer ...'" quotes a token
+        text = text.split("header value", 1)[0] + "header value (not shown)"
     text = redact(text)
     if url.password:
         text = text.replace(url.password, "***")

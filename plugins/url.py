@@ -226,7 +226,9 @@ def parse_url(text: str | URL) -> URL:
 
 def _port(text: str, url: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ConfigError(f"bad port {text!r} in URL {_mask(url)}")
+        # with an "@" in the URL, what looks like the port may be a piece of the password
+        shown = "" if "@" in url else f" {text!r}"
+        raise ConfigError(f"bad port{shown} in URL {_mask(url)}")
     return int(text)
 
 
@@ -251,9 +253,10 @@ def _local(scheme: str, rest: str, raw: str) -> URL:
 
 def _mask(text: str) -> str:
     """Mask the password in a URL that did not parse."""
-    text = re.sub(r"(//[^/@:]*:)[^/]*@", r"\1" + REDACTED + "@", text)  # up to the last @
+    # up to the last @: a password may hold "/" or "@" that were not %-escaped
+    text = re.sub(r"(//[^/@:]*:).*@", r"\1" + REDACTED + "@", text)
     # without the // (which parse_url refuses): all of scheme:user:pw@ but the scheme
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*:)(?!//)[^/]*@", r"\1" + REDACTED + "@", text)
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*:)(?!//).*@", r"\1" + REDACTED + "@", text)
 
 
 def redact(text: str) -> str:

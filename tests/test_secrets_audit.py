@@ -1,0 +1,171 @@
+"""Audit: secrets never appear in what ferry prints or writes (DESIGN.md, docs/credentials.md).
+
+Each test plants a distinctive secret where a user gives one, drives ferry as a user
+does (a subprocess, real servers on 127.0.0.1) and greps every byte ferry wrote.
+Each test here failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import NginxServer, WebdavServer, start_wsgidav
+
+
+def planted(tag: str) -> str:
+    return f"S3CR3T-{tag}-{secrets.token_hex(6)}"
+
+
+def ferry(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ferry.planner.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def written(*places: Path | str) -> str:
+    """Every byte under ``places`` (files, directories) and the given strings, as text."""
+    out: list[str] = []
+    for place in places:
+        if isinstance(place, str):
+            out.append(place)
+            continue
+        files = [place] if place.is_file() else [p for p in place.rglob("*") if p.is_file()]
+        for f in files:
+            out.append(f.read_bytes().decode("utf-8", "replace"))
+    return "\n".join(out)
+
+
+@pytest.fixture(scope="module")
+def dav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebdavServer]:
+    """wsgidav that needs basic auth (a planted password)."""
+    server = start_wsgidav(
+        tmp_path_factory.mktemp("dav-secrets"), user="alice", password=planted("davpw")
+    )
+    (server.root / "g.txt").write_bytes(b"world\n")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- a URL whose password holds an unescaped "/" -----------------------------------------
+
+
+@pytest.mark.parametrize("json_report", [False, True])
+def test_malformed_url_with_slash_in_password(tmp_path: Path, json_report: bool) -> None:
+    """`http://alice:ab/SECRET@host/f` does not parse (the "/" ends the host part): the
+    error quoted the URL unmasked, and the "port" ("ab", a piece of the password)."""
+    secret = planted("slashpw")
+    url = f"http://alice:ab/{secret}@127.0.0.1/f"
+    args = ["transfer", "-d", *(["--json"] if json_report else []), url, "out"]
+    p = ferry(*args, cwd=tmp_path)
+    assert p.returncode == 1
+    assert "bad port" in p.stderr
+    assert secret not in written(tmp_path, p.stdout, p.stderr)
+    assert "'ab'" not in p.stderr
+
+
+def test_url_without_slashes_masks_password_with_slash(tmp_path: Path) -> None:
+    secret = planted("noslash")
+    p = ferry("transfer", "--json", f"sftp:alice:x/{secret}@host/f", "out", cwd=tmp_path)
+    assert p.returncode == 1
+    assert "malformed URL" in p.stdout
+    assert secret not in written(tmp_path, p.stdout, p.stderr)
+
+
+# -- credential values that HTTP cannot carry ----------------------------------------------
+
+
+def _creds(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.parametrize("scheme", ["http", "webdav"])
+def test_header_value_with_line_break_is_not_quoted(
+    nginx_server: NginxServer, dav: WebdavServer, tmp_path: Path, scheme: str
+) -> None:
+    """A `header.*` value that spans lines (an INI continuation line) cannot be sent:
+    http.client's "Invalid header value b'...'" quoted the token in logs and --json."""
+    secret = planted("hdr")
+    (nginx_server.root / "sa-h.txt").write_bytes(b"hello\n")
+    port, path = (nginx_server.port, "sa-h.txt") if scheme == "http" else (dav.port, "g.txt")
+    creds = _creds(
+        tmp_path / "c.conf", f"[127.0.0.1:{port}]\nheader.X-Token = {secret}\n  more-{secret}\n"
+    )
+    work = tmp_path / "w"
+    work.mkdir()
+    p = ferry(
+        "transfer", "-d", "--json", "-m", "1", "--credentials", str(creds),
+        f"{scheme}://127.0.0.1:{port}/{path}", "o.txt", cwd=work,
+    )  # fmt: skip
+    assert p.returncode == 1
+    assert "header" in json.loads(p.stdout)["transfers"][0]["error"]
+    assert secret not in written(work, p.stdout, p.stderr)
+
+
+# -- the HTCondor plugin: a $_CONDOR_CREDS token that HTTP cannot carry -----------------------
+
+
+def _plugin(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    beside = Path(sys.executable).parent / "ferry_plugin"
+    exe = str(beside) if beside.exists() else shutil.which("ferry_plugin")
+    assert exe, "the ferry_plugin console script is not installed"
+    full = {**os.environ, "FERRY_CONDOR_BACKOFF": "0.05", "FERRY_CONDOR_ATTEMPTS": "1", **env}
+    return subprocess.run(
+        [exe, *args], capture_output=True, text=True, cwd=cwd, timeout=120, env=full
+    )
+
+
+@pytest.mark.parametrize("upload", [False, True])
+def test_condor_token_with_line_break_not_in_result_ad(
+    nginx_server: NginxServer, dav: WebdavServer, tmp_path: Path, upload: bool
+) -> None:
+    """`NAME+https://` sends $_CONDOR_CREDS/NAME.use as a bearer token; a token file with
+    a line break inside made TransferError quote `Bearer <token>` (http.client on GET,
+    h11 on PUT/MKCOL), which HTCondor puts in the job's hold reason."""
+    secret = planted("condortok")
+    (nginx_server.root / "sa-c.txt").write_bytes(b"hello\n")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mytok.use").write_text(f"{secret}\nline2\n")
+    sandbox = tmp_path / "sb"
+    sandbox.mkdir()
+    (sandbox / "f").write_text("x")
+    urls = [
+        f"mytok+http://127.0.0.1:{nginx_server.port}/" + ("sa-up.txt" if upload else "sa-c.txt"),
+        f"mytok+webdav://127.0.0.1:{dav.port}/" + ("up/sa.txt" if upload else "g.txt"),
+    ]
+    ads = "".join(
+        f'[ Url = "{u}"; LocalFileName = "{sandbox}/{"f" if upload else f"d{i}"}" ]\n'
+        for i, u in enumerate(urls)
+    )
+    infile, outfile = tmp_path / "in", tmp_path / "out"
+    infile.write_text(ads)
+    outfile.write_bytes(b" " * 19264)
+    p = _plugin(
+        ["-infile", str(infile), "-outfile", str(outfile), *(["-upload"] if upload else [])],
+        sandbox,
+        {"_CONDOR_CREDS": str(creds)},
+    )
+    assert p.returncode == 1
+    shutil.rmtree(creds)
+    out = outfile.read_text()
+    assert out.count("TransferSuccess = false") == 2
+    assert secret not in written(tmp_path, p.stdout, p.stderr)
