@@ -2,8 +2,8 @@
 
 Every relative link in README.md and docs/**/*.md must point to an existing file
 or folder and, for a ``#anchor``, to a heading of the target as GitHub names it.
-Every ``ferry COMMAND`` in a fenced code block must be a command ``ferry --help``
-lists.
+Every ``ferry COMMAND`` in a fenced code block or an inline code span must be a
+command ``ferry --help`` lists.
 """
 
 from __future__ import annotations
@@ -125,13 +125,17 @@ _FERRY_CMD = re.compile(r"(?:^|[\s;|&(`$])ferry\s+([a-z][a-z_-]*)")
 
 
 def named_commands(path: Path) -> set[str]:
-    _, code = split_code(path.read_text(encoding="utf-8"))
+    """The ``ferry COMMAND`` names in code blocks and in inline code spans."""
+    prose, code = split_code(path.read_text(encoding="utf-8"))
     names: set[str] = set()
     for line in code:
         line = line.split(" # ", 1)[0]  # a shell comment is prose
         if line.lstrip().startswith("#"):
             continue
         names.update(_FERRY_CMD.findall(line))
+    for line in prose:
+        for span in re.findall(r"`([^`]+)`", line):
+            names.update(_FERRY_CMD.findall(" " + span))
     return names
 
 
@@ -164,8 +168,11 @@ def test_checker_finds_broken_links(tmp_path: Path) -> None:
 
 def test_checker_finds_unknown_commands(tmp_path: Path) -> None:
     doc = tmp_path / "doc.md"
-    doc.write_text("```sh\nferry plan w.yml --dir r\nferry frobnicate r  # ferry wrote\n```\n")
-    assert named_commands(doc) - ferry_commands() == {"frobnicate"}
+    doc.write_text(
+        "Run `ferry statistics r` or `ferry stats r`; ferry writes it.\n"
+        "```sh\nferry plan w.yml --dir r\nferry frobnicate r  # ferry wrote\n```\n"
+    )
+    assert named_commands(doc) - ferry_commands() == {"frobnicate", "stats"}
 
 
 def test_github_anchor_rules() -> None:
