@@ -4,8 +4,9 @@
 #
 # The seed's "pipeline" (curl a page, count its lines) with the page served by a
 # local HTTP server on 127.0.0.1, plus a small fan-out/fan-in: the page is split
-# into 4 parts, each part's words are counted, and the counts are merged. Inputs
-# carry sha256 sums in the replica catalog; `ferry statistics` shows the table.
+# into 4 parts, each part's words are counted, and the counts are merged. Each
+# job's inputs made by another job are checked against the sha256 the producer's
+# worker recorded; `ferry statistics` shows the table (with those checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash setup.sh
