@@ -81,7 +81,21 @@ class Location:
         return lfn_url(self.put_url, lfn)
 
     def to_json(self) -> dict[str, str]:
-        return {"site": self.site, "get": self.get_url, "put": self.put_url}
+        """For plan.json, which nothing reads these back from: a password or a signed
+        query in a file server's URL is masked (the job specs carry the real URLs)."""
+        return {"site": self.site, "get": _shown(self.get_url), "put": _shown(self.put_url)}
+
+
+def _shown(url: str) -> str:
+    """``url`` with its password and signed query parameters masked (as it is otherwise)."""
+    from ferry.plugins.errors import ConfigError
+    from ferry.plugins.url import parse_url
+
+    try:
+        parsed = parse_url(url)
+    except ConfigError:
+        return url
+    return parsed.redacted() if parsed.password is not None or parsed.query else url
 
 
 @dataclass

@@ -169,3 +169,55 @@ def test_condor_token_with_line_break_not_in_result_ad(
     out = outfile.read_text()
     assert out.count("TransferSuccess = false") == 2
     assert secret not in written(tmp_path, p.stdout, p.stderr)
+
+
+# -- plan.json: a file server URL with a password ------------------------------------------
+
+
+def test_plan_json_layout_masks_file_server_password(tmp_path: Path) -> None:
+    """A site catalog file server `webdav://alice:PW@host/out` (the output site) was
+    copied into plan.json's `options.layout`, which nothing reads back: it is masked
+    there. (The job specs, and the `register` entries the backends register outputs
+    from, carry the URL the worker and the registration need.)"""
+    from Pegasus.api import (
+        Directory,
+        File,
+        FileServer,
+        Job,
+        Operation,
+        Site,
+        SiteCatalog,
+        Transformation,
+        TransformationCatalog,
+        Workflow,
+    )
+
+    secret = planted("fspw")
+    sc = SiteCatalog().add_sites(
+        Site("local").add_directories(
+            Directory(Directory.SHARED_SCRATCH, str(tmp_path / "scratch")).add_file_servers(
+                FileServer(f"file://{tmp_path}/scratch", Operation.ALL)
+            )
+        ),
+        Site("davsite").add_directories(
+            Directory(Directory.LOCAL_STORAGE, "/out").add_file_servers(
+                FileServer(f"webdav://alice:{secret}@127.0.0.1:9/out", Operation.ALL),
+                FileServer(f"https://dav.example.org/out?sig={secret}", Operation.GET),
+            )
+        ),
+    )
+    tc = TransformationCatalog().add_transformations(
+        Transformation("echo", site="local", pfn="/bin/echo", is_stageable=False)
+    )
+    job = Job("echo", _id="e").set_stdout(File("o.txt"), stage_out=True)
+    wf = Workflow("sec").add_jobs(job)
+    wf.add_site_catalog(sc)
+    wf.add_transformation_catalog(tc)
+    wf.write(str(tmp_path / "wf.yml"))
+    p = ferry("plan", "wf.yml", "--dir", "run", "-o", "davsite", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads((tmp_path / "run" / "plan.json").read_text())
+    layout = json.dumps(doc["options"]["layout"])
+    assert "webdav://alice:***@127.0.0.1:9/out" in layout
+    assert secret not in layout
+    assert secret not in p.stdout + p.stderr
