@@ -17,7 +17,8 @@ pegasus.properties, or replicas.yml / transformations.yml / sites.yml in the
 current directory), check it (dependency cycles, undefined transformations,
 inputs nobody produces), prune jobs whose outputs exist (data reuse), cluster,
 and write the run directory: plan.json and one job spec per job
-(docs/rundir.md). `ferry run --resume DIR` runs it.
+(docs/rundir.md). `ferry run --resume DIR` runs it here; with `--backend
+htcondor`, `ferry submit DIR` submits it to HTCondor.
 """
 
 

@@ -17,8 +17,8 @@ __all__ = ["DESCRIPTION", "add_arguments", "run", "status_of"]
 DESCRIPTION = """\
 Show a run's state: the workflow status (running, success, failure, removed,
 stopped, not started), how many jobs are in each state, the running jobs and
-the failed ones. Exit status: 0 success or still running, 1 failed, removed or
-stopped, 2 not a run directory.
+the failed ones. Exit status: 0 success, still running or not started, 1 failed,
+removed or stopped, 2 not a run directory.
 """
 
 _SHOW = 20

@@ -408,6 +408,9 @@ class GlobusProtocol(Protocol):
         import globus_sdk  # noqa: F401 - fail here (PluginUnavailable) when it is missing
 
         ctx = self.context
+        from .settings import check_keys
+
+        check_keys(ctx, "globus", set(_DEFAULTS))
         self.batch_window = max(0.0, _float(ctx, "batch_window"))
         self.batch_max = max(1, int(_float(ctx, "batch_max")))
         self.poll_interval = max(0.001, _float(ctx, "poll_interval"))

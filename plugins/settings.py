@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from .errors import ConfigError
 from .protocol import ProtocolContext
 
-__all__ = ["load_settings", "parse_bool", "parse_size", "setting"]
+__all__ = ["check_keys", "load_settings", "parse_bool", "parse_size", "setting"]
 
 T = TypeVar("T")
 
@@ -52,19 +52,25 @@ def setting(context: ProtocolContext, prefix: str, name: str) -> str | None:
     return None if raw is None or raw == "" else str(raw)
 
 
-def load_settings(cls: type[T], context: ProtocolContext, prefix: str) -> T:
-    """An instance of the dataclass ``cls`` with every field found for ``prefix`` set.
-
-    A ``<prefix>.<name>`` in the context's settings that names no field is a
-    :class:`ConfigError` (a misspelt ``--set`` would otherwise change nothing)."""
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    names = {f.name for f in fields}
+def check_keys(context: ProtocolContext, prefix: str, names: set[str]) -> None:
+    """A ``<prefix>.<name>`` in the context's settings that is none of ``names`` is a
+    :class:`ConfigError` naming the known ones (a misspelt ``--set`` would otherwise
+    change nothing)."""
     for key in context.settings:
         head, dot, name = key.partition(".")
         if dot and head == prefix and name not in names:
             raise ConfigError(
                 f"{key}: no such setting (the {prefix} settings: {', '.join(sorted(names))})"
             )
+
+
+def load_settings(cls: type[T], context: ProtocolContext, prefix: str) -> T:
+    """An instance of the dataclass ``cls`` with every field found for ``prefix`` set.
+
+    A ``<prefix>.<name>`` in the context's settings that names no field is a
+    :class:`ConfigError` (a misspelt ``--set`` would otherwise change nothing)."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    check_keys(context, prefix, {f.name for f in fields})
     values: dict[str, Any] = {}
     for f in fields:
         raw = setting(context, prefix, f.name)

@@ -1396,7 +1396,9 @@ class SftpProtocol(Protocol):
     def __init__(self, context: ProtocolContext | None = None) -> None:
         super().__init__(context)
         _import_paramiko()  # fail here, clearly, if it is missing
+        from .settings import check_keys
 
+        check_keys(self.context, "sftp", {"channels"})
         raw = self.context.settings.get("sftp.channels") or os.environ.get("FERRY_SFTP_CHANNELS")
         try:
             channels = int(raw) if raw else MAX_CHANNELS

@@ -53,7 +53,9 @@ from .protocol import (
     Sink,
     Source,
     Stat,
+    current_site,
     format_sha256,
+    site_variable,
 )
 from .registry import API_VERSION, PROJECT
 from .url import URL, parse_url, redact
@@ -114,9 +116,11 @@ __all__ = [
     "TransferTimeout",
     "TransientError",
     "UnsupportedScheme",
+    "current_site",
     "format_sha256",
     "hookimpl",
     "hookspec",
     "parse_url",
     "redact",
+    "site_variable",
 ]

@@ -117,7 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--meta",
         metavar="FILE",
-        help="write the sha256 of every transfer with an LFN to FILE as a Pegasus .meta file",
+        help="write the sha256 of every transfer to FILE as a Pegasus .meta file, by LFN"
+        " (a SRC DEST pair: by DEST's file name)",
     )
     parser.add_argument(
         "--backoff",

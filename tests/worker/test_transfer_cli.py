@@ -281,12 +281,24 @@ def test_standalone_entry_point(tmp_path: Path) -> None:
     assert p.returncode == 0 and (tmp_path / "b").read_bytes() == b"z"
 
 
-def test_misspelt_setting_is_named_with_the_known_ones(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("key", "src", "dest", "known"),
+    [
+        ("http.strems", "http://127.0.0.1:9/a", "{tmp}/b", "streams"),
+        ("sftp.chanels", "{tmp}/a.dat", "sftp://127.0.0.1:9/b", "channels"),
+        ("globus.poll_intervall", "go://c1/a", "go://c2/b", "poll_interval"),
+    ],
+)
+def test_misspelt_setting_is_named_with_the_known_ones(
+    tmp_path: Path, key: str, src: str, dest: str, known: str
+) -> None:
     (tmp_path / "a.dat").write_bytes(b"x")
-    p = ferry("transfer", "--set", "http.strems=2", "http://127.0.0.1:9/a", str(tmp_path / "b"))
+    src, dest = src.format(tmp=tmp_path), dest.format(tmp=tmp_path)
+    p = ferry("transfer", "--set", f"{key}=2", src, dest)
     assert p.returncode == 1
-    assert "http.strems: no such setting (the http settings: " in p.stderr
-    assert "streams" in p.stderr
+    prefix = key.split(".")[0]
+    assert f"{key}: no such setting (the {prefix} settings: " in p.stderr
+    assert known in p.stderr
     assert "cannot connect" not in p.stderr  # nothing was tried with the typo
 
 
