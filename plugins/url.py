@@ -54,6 +54,10 @@ _SECRET_PARAMS = frozenset(
     }
 )
 REDACTED = "***"
+_SECRET_QUERY = re.compile(
+    r"([?&](?:" + "|".join(re.escape(p) for p in sorted(_SECRET_PARAMS)) + r")=)[^&#\s'\"<>]*",
+    re.IGNORECASE,
+)
 
 
 def _expand_vars(text: str) -> str:
@@ -256,7 +260,9 @@ def _mask(text: str) -> str:
     # up to the last @: a password may hold "/" or "@" that were not %-escaped
     text = re.sub(r"(//[^/@:]*:).*@", r"\1" + REDACTED + "@", text)
     # without the // (which parse_url refuses): all of scheme:user:pw@ but the scheme
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*:)(?!//).*@", r"\1" + REDACTED + "@", text)
+    text = re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*:)(?!//).*@", r"\1" + REDACTED + "@", text)
+    # and the signed query parameters, as URL.redacted masks them
+    return _SECRET_QUERY.sub(r"\1" + REDACTED, text)
 
 
 def redact(text: str) -> str:

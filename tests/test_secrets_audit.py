@@ -221,3 +221,34 @@ def test_plan_json_layout_masks_file_server_password(tmp_path: Path) -> None:
     assert "webdav://alice:***@127.0.0.1:9/out" in layout
     assert secret not in layout
     assert secret not in p.stdout + p.stderr
+
+
+# -- a URL that does not parse, with a signed query ----------------------------------------
+
+
+def test_unparseable_url_masks_signed_query(tmp_path: Path) -> None:
+    """A URL with a bad port and a signed query: the error masked the password but
+    quoted `?sig=...`, in `ferry transfer`'s output and in the worker's record."""
+    secret = planted("sig")
+    url = f"http://alice:pw@127.0.0.1:99999/x?X-Amz-Signature={secret}&sig={secret}"
+    p = ferry("transfer", "-d", "--json", url, "out", cwd=tmp_path)
+    assert p.returncode == 1 and "bad port" in p.stdout
+    assert secret not in p.stdout + p.stderr
+
+    spec = {
+        "version": 1,
+        "id": "j",
+        "executable": "/bin/true",
+        "inputs": [{"lfn": "x", "sources": [{"url": url}]}],
+    }
+    work = tmp_path / "w"
+    (work / "wd").mkdir(parents=True)
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    p = ferry(
+        "worker", "-d", "--records", str(work / "rec"), "--workdir-base", str(work / "wd"),
+        str(tmp_path / "spec.json"), cwd=work,
+    )  # fmt: skip
+    assert p.returncode != 0
+    record = written(work / "rec")
+    assert "bad port" in record
+    assert secret not in written(work, p.stdout, p.stderr)
