@@ -51,6 +51,18 @@ _SECRET_PARAMS = frozenset(
         "secret",
         "key",
         "upload_id",
+        # OAuth and API-key parameters
+        "refresh_token",
+        "id_token",
+        "session_token",
+        "client_secret",
+        "api_key",
+        "apikey",
+        "passwd",
+        "passphrase",
+        "auth",
+        "authorization",
+        "jwt",
     }
 )
 REDACTED = "***"

@@ -252,3 +252,16 @@ def test_unparseable_url_masks_signed_query(tmp_path: Path) -> None:
     record = written(work / "rec")
     assert "bad port" in record
     assert secret not in written(work, p.stdout, p.stderr)
+
+
+@pytest.mark.parametrize("param", ["client_secret", "api_key", "refresh_token", "id_token"])
+def test_oauth_and_api_key_query_parameters_are_masked(
+    nginx_server: NginxServer, tmp_path: Path, param: str
+) -> None:
+    """`?client_secret=`, `?api_key=`, ... carry credentials as `sig` and `token` do:
+    they were shown in the 404 error, the log lines and --json."""
+    secret = planted(param)
+    url = f"http://127.0.0.1:{nginx_server.port}/sa-none?{param}={secret}&a=1"
+    p = ferry("transfer", "-d", "--json", "-m", "1", url, "out", cwd=tmp_path)
+    assert p.returncode == 1 and f"{param}=***" in p.stdout
+    assert secret not in written(tmp_path, p.stdout, p.stderr)
