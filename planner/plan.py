@@ -253,7 +253,9 @@ def _plan(wf: Workflow, options: PlanOptions) -> PlanResult:
         from .htcondor import CondorOptions, check_options
 
         check_options(rd.path, CondorOptions.from_json(options.backend_options))
-    os.makedirs(rd.path, exist_ok=True)
+    # only its owner may read in: the specs and plan.json keep catalog URLs as given,
+    # passwords and signed queries included (the worker needs them)
+    os.makedirs(rd.path, mode=0o700, exist_ok=True)
     os.makedirs(rd.records, exist_ok=True)
     os.makedirs(rd.join("jobs"), exist_ok=True)
     offsets = _write_specs(rd, wf, builder, entries, ids, options.writers, packed)

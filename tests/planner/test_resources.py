@@ -61,3 +61,11 @@ def test_a_run_directory_htcondor_cannot_use_is_refused_before_anything_is_writt
     assert res.returncode == 2
     assert "must not contain white space" in res.stderr
     assert not (where / "run").exists()  # no jobs/, records/ or htcondor/ left behind
+
+
+def test_the_run_directory_is_its_owner_s_only(tmp_path: Path) -> None:
+    # its job specs and plan.json keep catalog URLs as given, passwords included
+    (tmp_path / "workflow.yml").write_text(WORKFLOW.format(mem="1", disk="1"))
+    res = ferry("plan", "workflow.yml", "--dir", "run", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "run").stat().st_mode & 0o777 == 0o700
